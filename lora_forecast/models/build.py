@@ -1,0 +1,132 @@
+"""Build the causal LM a run fine-tunes: load (or random-init) the base model, add the optional
+lm_head bias of the reference study, and wrap the attention projections with PEFT LoRA.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+
+from lora_forecast.config import LoraConfig, ModelConfig
+from lora_forecast.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+QWEN2_5_VOCAB_ROWS = 151936  # embedding rows of Qwen2.5 (tokenizer has 151669 entries)
+DTYPES = {"auto": "auto", "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def tiny_qwen2_config(cfg: ModelConfig) -> Qwen2Config:
+    """A small Qwen2 shape with the real vocabulary, RoPE theta and norm eps of Qwen2.5."""
+    return Qwen2Config(
+        vocab_size=QWEN2_5_VOCAB_ROWS,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+    )
+
+
+def _load_pretrained(cfg: ModelConfig) -> PreTrainedModel:
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path,
+            revision=cfg.revision,
+            dtype=DTYPES.get(cfg.dtype, cfg.dtype),
+            attn_implementation=cfg.attn_implementation,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"model.name_or_path: cannot load {cfg.name_or_path!r} (Hub unreachable or no local "
+            f"weights); run offline with model=tiny or point model.name_or_path=/local/dir at a "
+            f"downloaded copy ({type(exc).__name__})"
+        ) from None
+
+
+def load_base_model(cfg: ModelConfig) -> PreTrainedModel:
+    """Load the frozen base model: ``from_pretrained`` or a seeded random-init tiny Qwen2.
+
+    Raises:
+        ModelLoadError: in one sentence naming ``model=tiny`` and local paths when offline.
+    """
+    if cfg.kind == "pretrained":
+        model = _load_pretrained(cfg)
+    else:
+        config = tiny_qwen2_config(cfg)
+        config._attn_implementation = cfg.attn_implementation
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
+            model = Qwen2ForCausalLM(config)
+    model.config.use_cache = False
+    return model
+
+
+def add_lm_head_bias(model: PreTrainedModel) -> torch.nn.Parameter:
+    """Give ``lm_head`` a zero-initialised bias (the reference study's trainable output bias).
+
+    The weight stays tied to the input embeddings; only the new bias is trainable.
+    """
+    head = model.get_output_embeddings()
+    bias = torch.nn.Parameter(torch.zeros(head.out_features, dtype=head.weight.dtype))
+    head.bias = bias
+    return bias
+
+
+def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
+    """Freeze the base model and wrap ``cfg.target_modules`` with LoRA (A Kaiming, B zeros)."""
+    peft_config = PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.scaling_alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
+def build_model(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> PeftModel:
+    """Base model + optional lm_head bias + LoRA, with exactly the intended parameters trainable."""
+    base = load_base_model(model_cfg)
+    bias = add_lm_head_bias(base) if model_cfg.lm_head_bias else None
+    model = apply_lora(base, lora_cfg)
+    if bias is not None:
+        bias.requires_grad_(True)
+    trainable, total = count_parameters(model)
+    log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights are counted once."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    return trainable, sum(p.numel() for p in unique)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable tensor by name (LoRA A/B and the lm_head bias), detached copies."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a :func:`trainable_state` back in place; names must match exactly."""
+    params = dict(model.named_parameters())
+    missing = set(state) - set(params)
+    if missing:
+        raise KeyError(f"trainable state names not in model: {sorted(missing)[:3]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)

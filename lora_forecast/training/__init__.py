@@ -1,0 +1,1 @@
+"""Training: optimiser and schedule, early stopping, checkpoints, and the accelerate loop."""

@@ -1,0 +1,303 @@
+"""The training loop on ``accelerate``: metered, validated, early-stopped, checkpointed, resumable.
+
+Reads top to bottom in :meth:`Trainer.fit`: resume -> (budget check, step, log, validate,
+checkpoint)* -> final checkpoint and adapters. Every FLOP goes through the meter before it is
+spent, so a run stops cleanly (``stopped_budget``) instead of overrunning its reservation.
+Only the main process writes files; all ranks run the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from lora_forecast.config import TrainConfig
+from lora_forecast.models.build import load_trainable_state, trainable_state
+from lora_forecast.training import checkpoint as ckpt
+from lora_forecast.training.batches import BatchOrder
+from lora_forecast.training.early_stopping import EarlyStopping
+from lora_forecast.training.schedule import build_optimizer
+from lora_forecast.training.signals import StopRequest
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+class Meter(Protocol):
+    """What the loop needs from the FLOPs meter (see ``lora_forecast.budget.meter``)."""
+
+    @property
+    def spent(self) -> float: ...
+    def can_afford(self, cost: float) -> bool: ...
+    def add(self, cost: float, kind: str) -> None: ...
+    def flush(self) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Tracker(Protocol):
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class Reporter(Protocol):
+    def report(self, step: int, value: float) -> bool: ...
+
+
+@dataclass
+class TrainHooks:
+    """The loop's collaborators, injected so the loop itself has no global side effects."""
+
+    loss_fn: LossFn
+    meter: Meter
+    step_flops: float  # one optimiser step: batch x grad_accum windows, forward + backward
+    val_window_flops: float  # one validation window forward
+    tracker: Tracker | None = None
+    reporter: Reporter | None = None
+    forecast_validator: Callable[[torch.nn.Module], tuple[float, float]] | None = None
+    stop: StopRequest = field(default_factory=StopRequest)
+    budget: float = math.inf
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    end_reason: str  # max_steps | early_stopped | stopped_budget | interrupted | pruned
+    best_metric: float | None
+    best_step: int | None
+    history: list[dict[str, float]]
+    resumed_from: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        train_losses = [h["train/loss"] for h in self.history if "train/loss" in h]
+        return {
+            "steps": self.steps,
+            "end_reason": self.end_reason,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "final_train_loss": train_losses[-1] if train_losses else None,
+            "resumed_from": self.resumed_from,
+            "history": self.history,
+        }
+
+
+def collate(dataset: Dataset, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    items = [dataset[int(i)] for i in indices]
+    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+
+
+def label_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry a loss: shifted labels that are not padding (-100)."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+class Trainer:
+    """One fine-tuning run. ``fit()`` returns a :class:`TrainResult`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_set: Dataset,
+        val_set: Dataset,
+        cfg: TrainConfig,
+        run_dir: Path,
+        hooks: TrainHooks,
+        accelerator: Accelerator,
+    ) -> None:
+        self.cfg, self.run_dir, self.hooks, self.acc = cfg, run_dir, hooks, accelerator
+        self.train_set, self.val_set = train_set, val_set
+        optimizer, scheduler = build_optimizer(model, cfg)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.order = BatchOrder(len(train_set), cfg.batch_size, cfg.seed,
+                                accelerator.num_processes, accelerator.process_index)
+        self.stopper = EarlyStopping(cfg.patience, cfg.min_delta)
+        self.step = 0
+        self.micro_batch = 0
+        self.history: list[dict[str, float]] = []
+        self.resumed_from: str | None = None
+
+    # -- the run ---------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        self._resume()
+        end_reason = "max_steps"
+        bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train",
+                   disable=not (self.hooks.progress and self.acc.is_main_process))
+        while self.step < self.cfg.max_steps:
+            if self.hooks.stop.requested:
+                end_reason = "interrupted"
+                break
+            if not self.hooks.meter.can_afford(self.hooks.step_flops):
+                end_reason = "stopped_budget"
+                break
+            record = self._train_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['train/loss']:.4f}")
+            if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps:
+                reason = self._evaluate(record)
+                if reason:
+                    end_reason = reason
+                    self._log(record)
+                    break
+            self._log(record)
+            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        self._finish()
+        return TrainResult(self.step, end_reason,
+                           None if math.isinf(self.stopper.best) else self.stopper.best,
+                           None if self.stopper.best_step < 0 else self.stopper.best_step,
+                           self.history, self.resumed_from)
+
+    def _log(self, record: dict[str, float]) -> None:
+        self.history.append(record)
+        if self.hooks.tracker is not None and self.acc.is_main_process:
+            self.hooks.tracker.log(record, step=record["step"])
+
+    # -- one optimiser step ------------------------------------------------------------------
+    def _train_step(self) -> dict[str, float]:
+        started = time.perf_counter()
+        self.model.train()
+        batches = [collate(self.train_set, self.order.indices(self.micro_batch + k).tolist(),
+                           self.acc.device) for k in range(self.cfg.grad_accum)]
+        self.micro_batch += self.cfg.grad_accum
+        total_tokens = sum(label_tokens(b) for b in batches)
+        loss_sum = 0.0
+        for k, batch in enumerate(batches):
+            # Weight each micro-batch by its share of the step's loss tokens, so accumulating
+            # k micro-batches equals one batch k times larger (padding makes shares unequal).
+            weight = label_tokens(batch) / max(total_tokens, 1)
+            sync = self.acc.no_sync(self.model) if k < len(batches) - 1 else nullcontext()
+            with sync, self.acc.autocast():
+                loss = self.hooks.loss_fn(self.model, batch)
+            self.acc.backward(loss * weight)
+            loss_sum += float(loss.detach()) * weight
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else math.inf
+        grad_norm = float(self.acc.clip_grad_norm_(self._trainable(), max_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.hooks.meter.add(self.hooks.step_flops, "training")
+        seconds = time.perf_counter() - started
+        n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        return {"step": self.step, "train/loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": n_tokens / max(seconds, 1e-9), **self._flops_record()}
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _flops_record(self) -> dict[str, float]:
+        spent = self.hooks.meter.spent
+        return {"flops/spent": spent, "flops/budget_fraction": spent / self.hooks.budget}
+
+    # -- validation, early stopping, pruning ---------------------------------------------------
+    def _evaluate(self, record: dict[str, float]) -> str | None:
+        """Validate, update early stopping / best adapter; returns an end reason or None."""
+        n_windows = self._val_window_count()
+        if not self.hooks.meter.can_afford(n_windows * self.hooks.val_window_flops):
+            return "stopped_budget"
+        record["val/loss"] = self.validation_loss(n_windows)
+        self.hooks.meter.add(n_windows * self.hooks.val_window_flops, "validation")
+        if self.hooks.forecast_validator is not None:
+            record["val/mse"], cost = self.hooks.forecast_validator(self.acc.unwrap_model(self.model))
+            self.hooks.meter.add(cost, "validation")
+        monitored = record[self.cfg.monitor]
+        if self.stopper.update(monitored, self.step) and self.acc.is_main_process:
+            self._save_adapter(self.run_dir / "best")
+        self.hooks.meter.flush()
+        reason = None
+        if self.hooks.reporter is not None and self.hooks.reporter.report(self.step, monitored):
+            reason = "pruned"
+        elif self.stopper.should_stop:
+            reason = "early_stopped"
+        if self.cfg.checkpoint_every is None:
+            self.save_checkpoint()
+        return reason
+
+    def _val_window_count(self) -> int:
+        cap = self.cfg.val_max_windows
+        return len(self.val_set) if cap is None else min(cap, len(self.val_set))
+
+    @torch.no_grad()
+    def validation_loss(self, n_windows: int) -> float:
+        """Token-weighted mean loss over the first ``n_windows`` validation windows."""
+        self.model.eval()
+        total, tokens = 0.0, 0
+        for start in range(0, n_windows, self.cfg.batch_size):
+            indices = list(range(start, min(start + self.cfg.batch_size, n_windows)))
+            batch = collate(self.val_set, indices, self.acc.device)
+            with self.acc.autocast():
+                loss = self.hooks.loss_fn(self.model, batch)
+            n = label_tokens(batch)
+            total, tokens = total + float(loss) * n, tokens + n
+        return total / max(tokens, 1)
+
+    # -- persistence -------------------------------------------------------------------------
+    def _save_adapter(self, directory: Path) -> None:
+        model = self.acc.unwrap_model(self.model)
+        model.save_pretrained(str(directory))
+        torch.save(trainable_state(model), directory / "trainable.pt")
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.acc.is_main_process:
+            return None
+        self.hooks.meter.flush()
+        state = {"step": self.step, "micro_batch": self.micro_batch, "history": self.history,
+                 "early_stopping": self.stopper.state_dict(), "meter": self.hooks.meter.state_dict()}
+        return ckpt.save_checkpoint(
+            self.run_dir / "checkpoints", self.step,
+            trainable=trainable_state(self.acc.unwrap_model(self.model)),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            state=state, keep=self.cfg.keep_checkpoints)
+
+    def _resume(self) -> None:
+        checkpoint = self._find_checkpoint()
+        if checkpoint is None:
+            return
+        load_trainable_state(self.acc.unwrap_model(self.model), checkpoint.trainable)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        ckpt.restore_rng(checkpoint.rng)
+        state = checkpoint.state
+        self.step, self.micro_batch = state["step"], state["micro_batch"]
+        self.history = state["history"]
+        self.stopper.load_state_dict(state["early_stopping"])
+        if state["meter"].get("run_id") in (None, getattr(self.hooks.meter, "run_id", None)):
+            self.hooks.meter.load_state_dict(state["meter"])
+        else:  # weights from another run: its FLOPs stay on that run's ledger row
+            log.info("checkpoint %s belongs to another run; metering starts at 0", checkpoint.path)
+        self.resumed_from = str(checkpoint.path)
+        log.info("resumed from %s at step %d", checkpoint.path, self.step)
+
+    def _find_checkpoint(self) -> ckpt.Checkpoint | None:
+        if self.cfg.resume_from:
+            return ckpt.load_checkpoint(Path(self.cfg.resume_from))
+        if self.cfg.resume == "auto":
+            found = ckpt.latest_valid_checkpoint(self.run_dir / "checkpoints")
+            if found is None:
+                log.info("train.resume=auto: no valid checkpoint in %s; starting fresh", self.run_dir)
+            return found
+        return None
+
+    def _finish(self) -> None:
+        if self.step > 0 and self.acc.is_main_process:
+            last = ckpt.list_checkpoints(self.run_dir / "checkpoints")
+            if not last or not last[-1].name.endswith(f"{self.step:07d}"):
+                self.save_checkpoint()
+            self._save_adapter(self.run_dir / "adapter")
+            (self.run_dir / "train_history.json").write_text(json.dumps(self.history))
+        self.hooks.meter.flush()

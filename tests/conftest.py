@@ -1,0 +1,64 @@
+"""Shared fixtures: compose the real config once and shrink it (tiny model, small data, CPU)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from lora_forecast.config import register_configs
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+REAL_DATA = REPO.parent / "shared" / "data" / "lotka_volterra_data.h5"
+
+# Small enough for seconds on 2 cores, large enough to exercise every phase.
+SHRINK = [
+    "model=tiny",
+    "data=synthetic",
+    "data.systems=40",
+    "data.context_tokens=64",
+    "train.max_steps=4",
+    "train.batch_size=2",
+    "train.eval_every=2",
+    "train.val_max_windows=4",
+    "train.lr=1e-3",
+    "eval.n_systems=2",
+    "eval.context_steps=8",
+    "eval.horizon_steps=2",
+    "eval.bootstrap=20",
+    "eval.baselines=[persistence]",
+    "logger=none",
+]
+
+register_configs()
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``conf/`` with the shrink overrides, outputs under this test's ``tmp_path``."""
+
+    def _compose(*overrides: str, shrink: bool = True) -> DictConfig:
+        base = [*SHRINK] if shrink else []
+        base.append(f"output_dir={tmp_path / 'outputs'}")
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=[*base, *overrides])
+
+    return _compose
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    path.mkdir()
+    return path

@@ -1,0 +1,70 @@
+"""Config composition and semantic validation: bad values fail before any model or data loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from lora_forecast.config import Settings, to_settings
+from lora_forecast.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_defaults_compose_to_reference_settings(compose_cfg) -> None:
+    settings = to_settings(compose_cfg(shrink=False))
+    assert isinstance(settings, Settings)
+    assert settings.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert (settings.lora.rank, settings.train.lr, settings.data.context_tokens) == (4, 1e-5, 512)
+    assert settings.train.batch_size == 4
+    assert settings.lora.scaling_alpha == 4.0
+    assert settings.budget.max_flops == 1e17
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_validates(compose_cfg, experiment: str) -> None:
+    settings = to_settings(compose_cfg(f"+experiment={experiment}", shrink=False))
+    assert settings.experiment == experiment
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("lora.rank=0", "lora.rank"),
+        ("train.lr=-1", "train.lr"),
+        ("train.lr=0", "train.lr"),
+        ("data.context_tokens=2", "data.context_tokens"),
+        ("data.decimals=7", "data.decimals"),
+        ("data.alpha=-2", "data.alpha"),
+        ("data.alpha=big", "data.alpha"),
+        ("data.split.train=0.9", "data.split"),
+        ("eval.horizon_steps=0", "eval.horizon_steps"),
+        ("eval.context_steps=0", "eval.context_steps"),
+        ("train.schedule=exp", "train.schedule"),
+        ("budget.max_flops=0", "budget.max_flops"),
+        ("train.monitor=val/mse", "train.monitor"),
+    ],
+)
+def test_semantic_errors_name_the_key(compose_cfg, override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        to_settings(compose_cfg(override))
+    message = str(info.value)
+    assert message.startswith(key), message
+    assert "\n" not in message
+
+
+def test_alpha_auto_is_accepted(compose_cfg) -> None:
+    assert to_settings(compose_cfg("data.alpha=auto")).data.alpha == "auto"
+
+
+def test_type_errors_fail_at_composition(compose_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_cfg("lora.rank=four")
+
+
+def test_unknown_key_fails_at_composition(compose_cfg) -> None:
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("train.learning_rate=1e-3")
