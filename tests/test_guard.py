@@ -1,0 +1,159 @@
+"""Admission (guard), cost prediction, the dry-run text and the in-run FLOPs meter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from lora_forecast.budget.guard import CostPrediction, admit, format_dry_run, predict_run_cost
+from lora_forecast.budget.ledger import Ledger
+from lora_forecast.budget.meter import FlopsMeter
+from lora_forecast.errors import BudgetExceededError
+
+BUDGET = 1e17
+RUN = dict(accounting="seed", backward="rule", context_tokens=512, batch_size=4, grad_accum=2,
+           max_steps=250, eval_every=100, n_val_windows=10, val_forward_tokens=512,
+           n_forecast_sequences=20, prompt_tokens=499, horizon_tokens=99, lora_rank=4,
+           lora_targets=["q_proj", "v_proj"], lm_head_bias=True, head_vocab=None)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as opened:
+        yield opened
+
+
+def _admit(ledger: Ledger, predicted: float, **kwargs: Any):
+    return admit(ledger, study="default", experiment="search", config_digest="d",
+                 accounting="exact", predicted=predicted, budget=BUDGET, **kwargs)
+
+
+def test_admit_reserves_or_raises_one_line_with_the_three_numbers(ledger: Ledger) -> None:
+    done = _admit(ledger, 4e16)
+    ledger.finish(done.run_id, "completed", 3.1e16)
+    _admit(ledger, 2e16)
+    with pytest.raises(BudgetExceededError) as info:
+        _admit(ledger, 6e16)
+    assert str(info.value) == (
+        "budget: study 'default' has committed 3.10e+16 + reserved 2.00e+16 FLOPs; "
+        "this run needs 6.00e+16 more; budget 1.00e+17")
+    assert [r.status for r in ledger.rows("default")] == ["completed", "reserved", "rejected"]
+
+
+def _stub_count(calls: list[dict[str, Any]]):
+    """A fake count_flops: one FLOP per token per sequence (x3 for training, x steps)."""
+
+    def count(arch: Any, **kw: Any) -> SimpleNamespace:
+        calls.append(kw)
+        tokens = kw["context_tokens"]
+        per_seq = {"train": lambda: 3 * tokens * kw["steps"], "forward": lambda: tokens,
+                   "inference": lambda: tokens + kw["new_tokens"]}[kw["mode"]]()
+        return SimpleNamespace(total=float(per_seq * kw["batch_size"]))
+
+    return count
+
+
+def test_predict_run_cost_maps_the_run_onto_three_counts() -> None:
+    calls: list[dict[str, Any]] = []
+    cost = predict_run_cost("arch", **RUN, count=_stub_count(calls))
+    train, val, fc = calls
+    assert (train["mode"], train["batch_size"], train["steps"]) == ("train", 8, 250)
+    assert (val["mode"], val["batch_size"], val["context_tokens"]) == ("forward", 10, 512)
+    assert (fc["mode"], fc["batch_size"], fc["context_tokens"], fc["new_tokens"]) == (
+        "inference", 20, 499, 99)
+    assert all(c["lora_rank"] == 4 and c["lm_head_bias"] for c in calls)
+    assert cost.training == 3 * 512 * 250 * 8
+    assert cost.validation == (250 // 100 + 1) * 10 * 512  # 3 evaluations incl. a final one
+    assert cost.forecasting == 20 * (499 + 99)
+    assert cost.as_dict()["total"] == cost.total == sum((cost.training, cost.validation,
+                                                         cost.forecasting))
+
+
+def test_predict_run_cost_skips_phases_that_do_not_run() -> None:
+    calls: list[dict[str, Any]] = []
+    cost = predict_run_cost("arch", **{**RUN, "max_steps": 0, "n_val_windows": 0},
+                            count=_stub_count(calls))
+    assert [c["mode"] for c in calls] == ["inference"]
+    assert (cost.training, cost.validation) == (0.0, 0.0)
+
+
+def test_predict_run_cost_with_the_seed_accounting_matches_the_spec_formula() -> None:
+    flops = pytest.importorskip("lora_forecast.flops")
+    d, h, layers, v = 896, 14, 24, 151936
+
+    def forward(n: int) -> float:
+        layer = (4 * d * d * n / h + (22 * n * n - n + 10) * h + 22 * d * d * n
+                 + 4 * d * n * n + 31 * d * n + 20 * n)
+        return layers * layer + (2 * d + 22) * v * n - v
+
+    cost = predict_run_cost(flops.Architecture.qwen2_5_0_5b(), **RUN)
+    assert cost.training == pytest.approx(3 * forward(512) * 8 * 250, rel=1e-12)
+    assert cost.validation == pytest.approx(3 * 10 * forward(512), rel=1e-12)
+    assert cost.forecasting == pytest.approx(20 * 99 * forward(499), rel=1e-12)
+
+
+def test_dry_run_text_ends_with_two_machine_readable_lines() -> None:
+    text = format_dry_run(CostPrediction(3e16, 1e15, 2e14), remaining=6.2e16, budget=BUDGET)
+    *body, predicted, remaining = text.splitlines()
+    assert predicted == "predicted_flops=3.120000e+16"
+    assert remaining == "remaining_flops=6.200000e+16"
+    assert float(predicted.split("=")[1]) == pytest.approx(3.12e16)
+    assert any(line.split()[:2] == ["training", "3.000e+16"] and "48.39%" in line for line in body)
+    assert "this run fits" in text
+    assert "does NOT fit" in format_dry_run(CostPrediction(7e16, 0, 0), 6.2e16, BUDGET)
+
+
+def test_meter_refuses_unaffordable_work_and_counts_by_kind() -> None:
+    meter = FlopsMeter(None, None, reservation=10e15)
+    for _ in range(3):
+        assert meter.can_afford(3e15)
+        meter.add(3e15, "training")
+    assert not meter.can_afford(3e15)  # 12e15 > 10e15
+    assert meter.can_afford(1e15)  # exactly the reservation
+    meter.add(1e15, "validation")
+    assert (meter.spent, meter.remaining) == (10e15, 0.0)
+    assert meter.by_kind == {"training": 9e15, "validation": 1e15, "forecasting": 0.0}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        meter.add(1.0, "eval")
+
+
+def test_meter_flushes_to_the_ledger_and_settle_releases(ledger: Ledger) -> None:
+    reservation = _admit(ledger, 5e16)
+    ledger.start(reservation.run_id)
+    now = [0.0]
+    meter = FlopsMeter.from_reservation(ledger, reservation, flush_every_s=30,
+                                        clock=lambda: now[0])
+    meter.add(1e16)
+    assert ledger.get(reservation.run_id).spent_flops == 0.0  # not due yet
+    now[0] = 31.0
+    meter.add(1e16)
+    assert ledger.get(reservation.run_id).spent_flops == 2e16  # periodic flush
+    meter.add(5e15, "forecasting")
+    meter.settle("completed")
+    meter.settle("failed")  # a second settle (e.g. in a finally) changes nothing
+    row = ledger.get(reservation.run_id)
+    assert (row.status, row.spent_flops) == ("completed", 2.5e16)
+    spend = ledger.study_spend("default")
+    assert (spend.committed, spend.reserved_open) == (2.5e16, 0.0)
+
+
+def test_resumed_meter_restores_spend_without_double_counting(ledger: Ledger) -> None:
+    first = _admit(ledger, 6e16)
+    meter = FlopsMeter.from_reservation(ledger, first, flush_every_s=None)
+    meter.add(4e16)
+    meter.flush()
+    state = meter.state_dict()
+    ledger.abandon(first.run_id, "interrupted")  # the process died after its checkpoint
+
+    again = _admit(ledger, 6e16, run_id=first.run_id)
+    resumed = FlopsMeter.from_reservation(ledger, again, flush_every_s=None)
+    resumed.load_state_dict(state)
+    assert resumed.spent == 4e16 and resumed.can_afford(2e16) and not resumed.can_afford(3e16)
+    resumed.add(1e16)
+    resumed.flush()
+    assert ledger.get(first.run_id).spent_flops == 5e16  # set, not 4 + 5
+    with pytest.raises(ValueError, match="belongs to run"):
+        FlopsMeter(None, "other", 1.0).load_state_dict(state)
