@@ -227,6 +227,8 @@ class BudgetConfig:
                  f"must be one of {ACCOUNTINGS}, got {self.accounting!r}")
         _require(self.backward in ("rule", "autograd"), "budget.backward",
                  f"must be rule or autograd, got {self.backward!r}")
+        _require(self.accounting == "exact" or self.backward == "rule", "budget.backward",
+                 "autograd needs budget.accounting=exact (the seed formulas define only the rule)")
 
 
 @dataclass
