@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_FILE = "results.json"
-RUN_ID_FILE = ".run_id"
 
 
 def config_digest(config: dict[str, Any]) -> str:

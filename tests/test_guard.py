@@ -1,23 +1,30 @@
-"""Admission (guard), cost prediction, the dry-run text and the in-run FLOPs meter."""
+"""Admission (guard), the dry-run text and the in-run FLOPs meter."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from lora_forecast.budget.guard import CostPrediction, admit, format_dry_run, predict_run_cost
+from lora_forecast.budget.guard import admit, format_dry_run
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.errors import BudgetExceededError
 
 BUDGET = 1e17
-RUN = dict(accounting="seed", backward="rule", context_tokens=512, batch_size=4, grad_accum=2,
-           max_steps=250, eval_every=100, n_val_windows=10, val_forward_tokens=512,
-           n_forecast_sequences=20, prompt_tokens=499, horizon_tokens=99, lora_rank=4,
-           lora_targets=["q_proj", "v_proj"], lm_head_bias=True, head_vocab=None)
+
+
+@dataclass(frozen=True)
+class Phases:
+    training: float
+    validation: float
+    forecasting: float
+
+    @property
+    def total(self) -> float:
+        return self.training + self.validation + self.forecasting
 
 
 @pytest.fixture
@@ -43,67 +50,15 @@ def test_admit_reserves_or_raises_one_line_with_the_three_numbers(ledger: Ledger
     assert [r.status for r in ledger.rows("default")] == ["completed", "reserved", "rejected"]
 
 
-def _stub_count(calls: list[dict[str, Any]]):
-    """A fake count_flops: one FLOP per token per sequence (x3 for training, x steps)."""
-
-    def count(arch: Any, **kw: Any) -> SimpleNamespace:
-        calls.append(kw)
-        tokens = kw["context_tokens"]
-        per_seq = {"train": lambda: 3 * tokens * kw["steps"], "forward": lambda: tokens,
-                   "inference": lambda: tokens + kw["new_tokens"]}[kw["mode"]]()
-        return SimpleNamespace(total=float(per_seq * kw["batch_size"]))
-
-    return count
-
-
-def test_predict_run_cost_maps_the_run_onto_three_counts() -> None:
-    calls: list[dict[str, Any]] = []
-    cost = predict_run_cost("arch", **RUN, count=_stub_count(calls))
-    train, val, fc = calls
-    assert (train["mode"], train["batch_size"], train["steps"]) == ("train", 8, 250)
-    assert (val["mode"], val["batch_size"], val["context_tokens"]) == ("forward", 10, 512)
-    assert (fc["mode"], fc["batch_size"], fc["context_tokens"], fc["new_tokens"]) == (
-        "inference", 20, 499, 99)
-    assert all(c["lora_rank"] == 4 and c["lm_head_bias"] for c in calls)
-    assert cost.training == 3 * 512 * 250 * 8
-    assert cost.validation == (250 // 100 + 1) * 10 * 512  # 3 evaluations incl. a final one
-    assert cost.forecasting == 20 * (499 + 99)
-    assert cost.as_dict()["total"] == cost.total == sum((cost.training, cost.validation,
-                                                         cost.forecasting))
-
-
-def test_predict_run_cost_skips_phases_that_do_not_run() -> None:
-    calls: list[dict[str, Any]] = []
-    cost = predict_run_cost("arch", **{**RUN, "max_steps": 0, "n_val_windows": 0},
-                            count=_stub_count(calls))
-    assert [c["mode"] for c in calls] == ["inference"]
-    assert (cost.training, cost.validation) == (0.0, 0.0)
-
-
-def test_predict_run_cost_with_the_seed_accounting_matches_the_spec_formula() -> None:
-    flops = pytest.importorskip("lora_forecast.flops")
-    d, h, layers, v = 896, 14, 24, 151936
-
-    def forward(n: int) -> float:
-        layer = (4 * d * d * n / h + (22 * n * n - n + 10) * h + 22 * d * d * n
-                 + 4 * d * n * n + 31 * d * n + 20 * n)
-        return layers * layer + (2 * d + 22) * v * n - v
-
-    cost = predict_run_cost(flops.Architecture.qwen2_5_0_5b(), **RUN)
-    assert cost.training == pytest.approx(3 * forward(512) * 8 * 250, rel=1e-12)
-    assert cost.validation == pytest.approx(3 * 10 * forward(512), rel=1e-12)
-    assert cost.forecasting == pytest.approx(20 * 99 * forward(499), rel=1e-12)
-
-
 def test_dry_run_text_ends_with_two_machine_readable_lines() -> None:
-    text = format_dry_run(CostPrediction(3e16, 1e15, 2e14), remaining=6.2e16, budget=BUDGET)
+    text = format_dry_run(Phases(3e16, 1e15, 2e14), remaining=6.2e16, budget=BUDGET)
     *body, predicted, remaining = text.splitlines()
     assert predicted == "predicted_flops=3.120000e+16"
     assert remaining == "remaining_flops=6.200000e+16"
     assert float(predicted.split("=")[1]) == pytest.approx(3.12e16)
     assert any(line.split()[:2] == ["training", "3.000e+16"] and "48.39%" in line for line in body)
     assert "this run fits" in text
-    assert "does NOT fit" in format_dry_run(CostPrediction(7e16, 0, 0), 6.2e16, BUDGET)
+    assert "does NOT fit" in format_dry_run(Phases(7e16, 0, 0), 6.2e16, BUDGET)
 
 
 def test_meter_refuses_unaffordable_work_and_counts_by_kind() -> None:

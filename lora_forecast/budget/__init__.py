@@ -1,16 +1,14 @@
 """The study's FLOPs budget: predict a run's cost, admit it against a shared ledger, meter it.
 
-Flow of one run: :func:`predict_run_cost` -> :func:`admit` (reserve in the :class:`Ledger` or
+Flow of one run: ``lora_forecast.planning.predict_cost`` -> :func:`admit` (reserve in the :class:`Ledger` or
 raise ``BudgetExceededError``) -> ``Ledger.start`` -> :class:`FlopsMeter` ``can_afford`` / ``add``
 / ``flush`` while training -> ``FlopsMeter.settle``. ``python -m lora_forecast.budget report``
 prints the study's table; :mod:`lora_forecast.budget.callback` closes runs a crash left open.
 """
 
 from lora_forecast.budget.guard import (
-    CostPrediction,
     admit,
     format_dry_run,
-    predict_run_cost,
     rejection_message,
 )
 from lora_forecast.budget.ledger import (
@@ -34,7 +32,6 @@ __all__ = [
     "KINDS",
     "OPEN_STATUSES",
     "STATUSES",
-    "CostPrediction",
     "FlopsMeter",
     "Ledger",
     "LedgerError",
@@ -45,6 +42,5 @@ __all__ = [
     "admit",
     "format_dry_run",
     "format_table",
-    "predict_run_cost",
     "rejection_message",
 ]

@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lora_forecast.budget.ledger import DEFAULT_URL, Ledger
+from lora_forecast.budget.ledger import DEFAULT_URL, Ledger, LedgerError
 from lora_forecast.budget.report import format_table
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,18 @@ class BudgetCallback(Callback):
         self.max_flops = float(max_flops)
         self.reconcile_on_start = reconcile_on_start
 
-    def _ledger(self, config: DictConfig) -> Ledger:
+    def _ledger(self, config: DictConfig, *, create: bool = True) -> Ledger:
         base_dir = OmegaConf.select(config, "hydra.runtime.cwd", default=None)
-        return Ledger(self.ledger_url, base_dir=base_dir)
+        return Ledger(self.ledger_url, base_dir=base_dir, create=create)
 
     def _reconcile(self, config: DictConfig) -> None:
         if not self.reconcile_on_start:
             return
-        with self._ledger(config) as ledger:
+        try:  # no ledger yet means nothing to reconcile; never create one here (dry runs)
+            ledger = self._ledger(config, create=False)
+        except LedgerError:
+            return
+        with ledger:
             stale = ledger.reconcile(self.study)
         if stale:
             log.warning("budget: marked %d stale run(s) of study '%s' failed: %s",

@@ -1,0 +1,192 @@
+"""The task wrapper: every side effect of a job in one place, around :func:`lora_forecast.run.run`.
+
+Order matters and is the budget's guarantee: validate the config, predict the cost, then (a)
+``budget.dry_run`` prints and stops, or (b) the ledger admits or rejects the run *before* any
+model or data is loaded. Whatever happens next, results.json and the ledger row are settled
+here, and the tracker is closed. User errors become one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+
+from lora_forecast.budget.guard import format_dry_run, rejection_message
+from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
+from lora_forecast.budget.meter import FlopsMeter
+from lora_forecast.config import Settings, to_settings
+from lora_forecast.errors import BudgetExceededError, LoraForecastError
+from lora_forecast.planning import CostPrediction, predict_cost
+from lora_forecast.budget.callback import read_run_id, write_run_id
+from lora_forecast.results import config_digest, write_results
+from lora_forecast.tracking import make_tracker
+from lora_forecast.training.signals import graceful_stop
+
+log = logging.getLogger(__name__)
+
+# End reason -> ledger/results status (what a sweeper and the report read).
+STATUS_OF_END = {
+    "max_steps": "completed", "early_stopped": "completed", "completed": "completed",
+    "stopped_budget": "stopped_budget", "interrupted": "interrupted", "pruned": "pruned",
+}
+EXIT_INTERRUPTED = 130
+
+
+class RunInterrupted(LoraForecastError):
+    """SIGINT/SIGTERM stopped the run after a checkpoint; resume with train.resume=auto."""
+
+
+def precision_for(settings: Settings) -> str:
+    """accelerate's mixed_precision: bf16 autocast on CUDA by default, fp32 elsewhere."""
+    import torch
+
+    chosen = settings.train.precision
+    if chosen == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[chosen]
+
+
+def run_task(cfg: DictConfig, run_dir: Path, *, multirun: bool = False) -> float | None:
+    """Run one job; returns the monitored metric (what a sweeper optimises).
+
+    User errors print ``error: ...`` and exit 1 (or are re-raised under ``HYDRA_FULL_ERROR=1``
+    or inside a multirun, where the sweeper records them as a failed trial).
+    """
+    try:
+        return _run_task(cfg, run_dir)
+    except LoraForecastError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else 1)
+
+
+def _run_task(cfg: DictConfig, run_dir: Path) -> float | None:
+    settings = to_settings(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    prediction = predict_cost(settings)
+    if settings.budget.dry_run:
+        print(format_dry_run(prediction, _remaining_read_only(settings), settings.budget.max_flops))
+        return None
+    ledger = Ledger(settings.budget.ledger_url)
+    try:
+        return _admitted_run(settings, config, prediction, ledger, run_dir)
+    finally:
+        ledger.close()
+
+
+def _remaining_read_only(settings: Settings) -> float:
+    """The study's remaining budget without creating or writing the ledger (dry runs)."""
+    try:
+        ledger = Ledger(settings.budget.ledger_url, create=False)
+    except LedgerError:  # no ledger yet: nothing spent
+        return settings.budget.max_flops
+    with ledger:
+        return ledger.remaining(settings.budget.study, settings.budget.max_flops)
+
+
+def _identity(settings: Settings, config: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    return {"run_id": run_id, "experiment": settings.experiment, "study": settings.budget.study,
+            "task": settings.task, "config_digest": config_digest(config), "config": config}
+
+
+def _admit(settings: Settings, config: dict[str, Any], prediction: CostPrediction,
+           ledger: Ledger, run_dir: Path) -> FlopsMeter:
+    """Reserve the predicted FLOPs (or reopen the run being resumed); reject if over budget."""
+    budget = settings.budget
+    reservation = ledger.reserve(
+        study=budget.study, experiment=settings.experiment, config_digest=config_digest(config),
+        accounting=budget.accounting, predicted=prediction.total, budget=budget.max_flops,
+        run_id=_previous_run_id(settings, run_dir))
+    if isinstance(reservation, Rejection):
+        write_results(run_dir, {**_identity(settings, config, reservation.run_id),
+                                "status": "rejected", "end_reason": "rejected",
+                                "flops": _flops_block(settings, prediction, 0.0, ledger)})
+        raise BudgetExceededError(rejection_message(reservation))
+    write_run_id(run_dir, reservation.run_id)
+    ledger.start(reservation.run_id)
+    return FlopsMeter.from_reservation(ledger, reservation)
+
+
+def _previous_run_id(settings: Settings, run_dir: Path) -> str | None:
+    """The ledger row to continue when resuming inside the same run directory."""
+    resuming = settings.train.resume == "auto" or settings.train.resume_from is not None
+    return read_run_id(run_dir) if resuming else None
+
+
+def _flops_block(settings: Settings, prediction: CostPrediction, spent: float,
+                 ledger: Ledger) -> dict[str, Any]:
+    budget = settings.budget
+    return {"predicted": prediction.total, "spent": spent, "accounting": budget.accounting,
+            "budget": budget.max_flops,
+            "remaining": ledger.remaining(budget.study, budget.max_flops),
+            "breakdown": prediction.as_dict()}
+
+
+def _admitted_run(settings: Settings, config: dict[str, Any], prediction: CostPrediction,
+                  ledger: Ledger, run_dir: Path) -> float | None:
+    from lora_forecast.run import RunContext, run  # model/data stack only for admitted runs
+    from lora_forecast.training.pruning import TrialReporter
+
+    accelerator = Accelerator(mixed_precision=precision_for(settings), cpu=not _has_cuda())
+    main = accelerator.is_main_process
+    meter = _admit(settings, config, prediction, ledger, run_dir) if main else FlopsMeter(
+        None, None, prediction.total)
+    identity = _identity(settings, config, meter.run_id)
+    tracker = make_tracker(settings.logger, run_dir=run_dir, run_name=run_dir.name,
+                           config=config, is_main_process=main)
+    started, status, payload = time.time(), "failed", {}
+    try:
+        with graceful_stop() as stop:
+            ctx = RunContext(meter=meter, prediction=prediction, accelerator=accelerator,
+                             tracker=tracker, reporter=TrialReporter.from_settings(settings.trial),
+                             stop=stop)
+            payload = run(settings, run_dir, ctx)
+        status = STATUS_OF_END.get(payload.get("end_reason", "completed"), "completed")
+    finally:
+        meter.settle(status)
+        if main:
+            payload.setdefault("end_reason", status)
+            results = {**identity, "status": status, **payload, "seconds": time.time() - started,
+                       "flops": {**_flops_block(settings, prediction, meter.spent, ledger),
+                                 "spent_by_kind": meter.by_kind}}
+            write_results(run_dir, results)
+            _finish_tracker(tracker, run_dir, results)
+    if status == "interrupted":
+        raise RunInterrupted(f"run interrupted; resume with train.resume=auto "
+                             f"hydra.run.dir={run_dir}")
+    return monitored_value(settings, payload)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _finish_tracker(tracker: Any, run_dir: Path, results: dict[str, Any]) -> None:
+    metrics = results.get("metrics") or {}
+    summary = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+    summary.update({"status": results["status"], "end_reason": results["end_reason"],
+                    "flops/spent": results["flops"]["spent"]})
+    for image in ("forecasts.png", "error_per_step.png"):
+        if (run_dir / image).is_file():
+            tracker.log_image(image.removesuffix(".png"), run_dir / image)
+    tracker.set_summary(summary)
+    tracker.finish(0 if results["status"] != "failed" else 1)
+
+
+def monitored_value(settings: Settings, payload: dict[str, Any]) -> float | None:
+    """The float a sweeper optimises: the best monitored validation value, else test MSE."""
+    train = payload.get("train") or {}
+    if train.get("best_metric") is not None:
+        return float(train["best_metric"])
+    metrics = payload.get("metrics") or {}
+    return metrics.get("mse")

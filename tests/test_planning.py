@@ -1,0 +1,52 @@
+"""Cost prediction from config alone: phases, bounds, and the seed formulas of SPEC."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_forecast.config import to_settings
+from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.planning import predict_cost, run_shape
+
+
+def seed_forward(n: int, d: int = 896, h: int = 14, layers: int = 24, v: int = 151936) -> float:
+    """SPEC's forward(N), written out independently of the implementation."""
+    layer = (4 * d * d * n / h + (22 * n * n - n + 10) * h + 22 * d * d * n + 4 * d * n * n
+             + 31 * d * n + 20 * n)
+    return layers * layer + (2 * d + 22) * v * n - v
+
+
+def test_default_experiment_with_seed_accounting_matches_spec_formulas(compose_cfg) -> None:
+    settings = to_settings(compose_cfg("+experiment=default", "data=synthetic",
+                                       "budget.accounting=seed", shrink=False))
+    cost = predict_cost(settings)
+    # 2000 steps x batch 4 of 512-token windows, training = 3 x forward.
+    assert cost.training == pytest.approx(3 * seed_forward(512) * 4 * 2000, rel=1e-12)
+    # 1000 systems -> 100 val series of 100 steps; <= 14 tokens a step (3 integer digits,
+    # point, 2 decimals, 2 variables): 1399 tokens -> 3 windows each, capped at 64 windows;
+    # 2000 // 100 + 1 = 21 evaluations.
+    assert cost.validation == pytest.approx(21 * 64 * seed_forward(512), rel=1e-12)
+    # 100 test systems, prompt 50 x 14 tokens, 10 x 14 - 1 new tokens, no KV cache (seed rule).
+    assert cost.forecasting == pytest.approx(100 * seed_forward(700) * 139, rel=1e-12)
+    assert cost.total == pytest.approx(cost.training + cost.validation + cost.forecasting)
+
+
+def test_exact_prediction_uses_the_numeric_head_and_lora(compose_cfg) -> None:
+    numeric = to_settings(compose_cfg("+experiment=default", "data=synthetic", shrink=False))
+    full = to_settings(compose_cfg("+experiment=default", "data=synthetic", "model.head=full",
+                                   shrink=False))
+    arch = Architecture.qwen2_5_0_5b()
+    step = count_flops(arch, accounting="exact", mode="train", context_tokens=512, batch_size=4,
+                       lora_rank=4, lm_head_bias=True, head_vocab=13).total
+    assert predict_cost(numeric).per_train_step == pytest.approx(step)
+    assert predict_cost(full).training > 1.2 * predict_cost(numeric).training
+
+
+def test_shape_bounds_and_task_variants(compose_cfg) -> None:
+    settings = to_settings(compose_cfg("eval.n_systems=3"))
+    shape = run_shape(settings)
+    assert shape.n_test_systems == 3
+    assert shape.tokens_per_step == 2 * (3 + 1 + 2) + 2
+    assert predict_cost(to_settings(compose_cfg("+experiment=baselines"))).total == 0.0
+    evaluate = predict_cost(to_settings(compose_cfg("+experiment=baseline")))
+    assert evaluate.training == evaluate.validation == 0.0 and evaluate.forecasting > 0
