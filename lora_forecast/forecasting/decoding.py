@@ -1,0 +1,191 @@
+"""A batched, KV-cached decode loop whose model call is injected (and therefore easy to meter).
+
+The loop left-pads the prompts, runs ONE prefill over the batch (logits of the last position
+only), then feeds one token per row per step with the cache. It stops exactly when every row is
+finished: constrained, when each row's :class:`LLMTimeGrammar` is complete (no token is produced
+after the horizon); unconstrained, when each row has written ``horizon_steps`` ';' characters
+(the ';' that would open step ``horizon_steps + 1``), emitted EOS, or hit ``max_new_tokens``.
+
+The only effectful dependency is a :data:`LogitsFn`; :func:`full_head_logits_fn` wraps a causal
+LM. Any function with the same signature works (a numeric head, or a no-cache reference that
+carries its own history in the opaque ``past_key_values`` slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lora_forecast.forecasting.grammar import LLMTimeGrammar, LLMTimeLogitsProcessor
+
+# (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], past_key_values | None)
+#   -> (logits of the last position [B, V], past_key_values for the next call)
+LogitsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+
+def full_head_logits_fn(model: torch.nn.Module) -> LogitsFn:
+    """The default :data:`LogitsFn`: a causal LM's full vocabulary head, KV-cached.
+
+    ``past_key_values=None`` on the prefill lets the model create its ``DynamicCache``;
+    ``logits_to_keep=1`` computes the head for the last position only.
+    """
+
+    def logits_fn(input_ids, attention_mask, position_ids, past_key_values):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    past_key_values=past_key_values, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :], out.past_key_values
+
+    return logits_fn
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Greedy (argmax) or ancestral sampling with temperature and nucleus (top-p) filtering."""
+
+    greedy: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class DecodeResult:
+    """Generated ids per row (EOS kept if produced, nothing after a row finished) and counts.
+
+    ``prompt_tokens``/``generated_tokens`` are per row (unpadded); ``prompt_width`` and
+    ``decode_steps`` describe the compute actually done: one prefill over ``[B, prompt_width]``
+    plus ``decode_steps`` single-token forward calls over all ``B`` rows.
+    """
+
+    tokens: list[list[int]]
+    prompt_tokens: list[int]
+    generated_tokens: list[int]
+    prompt_width: int
+    decode_steps: int
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack prompts right-aligned: returns (input_ids [B, W], attention_mask [B, W])."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def next_tokens(logits: torch.Tensor, sampling: Sampling,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Pick one token per row from ``logits`` [B, V] (masked entries are -inf) -> [B].
+
+    Rows whose logits are all -inf get an arbitrary token (callers pad finished rows).
+    Sampling works on the ``k`` finite logits only (``topk`` returns them sorted, which the
+    nucleus needs): under the grammar k <= 12, so sorting and ``multinomial`` stay cheap.
+    """
+    logits = logits.float()
+    if sampling.greedy:
+        return logits.argmax(dim=-1)
+    k = max(1, int(torch.isfinite(logits).sum(dim=-1).max()))
+    top, index = logits.topk(k, dim=-1)  # [B, k], descending
+    # A row with no finite logit (a finished row under a head without EOS) would give NaN
+    # probabilities; its token is replaced by padding anyway, so give it any valid one.
+    top[:, 0] = torch.where(torch.isfinite(top[:, 0]), top[:, 0], 0.0)
+    probs = torch.softmax(top / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        # keep a token if the mass before it is < top_p (always keeps the most likely one)
+        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= sampling.top_p, 0.0)
+    choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
+    return index.gather(-1, choice).squeeze(-1)
+
+
+class _FreeStop:
+    """Unconstrained stopping: ``horizon_steps`` ';' characters seen, or an EOS token."""
+
+    def __init__(self, semicolons: torch.Tensor, horizon_steps: int, eos_ids: Sequence[int],
+                 batch: int) -> None:
+        self.semicolons = semicolons  # [V] count of ';' characters in each token's text
+        self.horizon_steps = horizon_steps
+        self.eos = torch.as_tensor(list(eos_ids), dtype=torch.long)
+        self.seen = torch.zeros(batch, dtype=torch.long)
+
+    def update(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.cpu()
+        in_vocab = tokens < self.semicolons.shape[0]
+        counts = self.semicolons[tokens.clamp(max=self.semicolons.shape[0] - 1)] * in_vocab
+        self.seen += counts
+        return (self.seen >= self.horizon_steps) | torch.isin(tokens, self.eos)
+
+
+@torch.no_grad()
+def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int,
+           max_new_tokens: int, grammar: LLMTimeGrammar | None = None,
+           semicolons: torch.Tensor | None = None, horizon_steps: int | None = None,
+           eos_ids: Sequence[int] = (), sampling: Sampling = Sampling(),
+           generator: torch.Generator | None = None,
+           device: torch.device | str = "cpu") -> DecodeResult:
+    """Generate a continuation for each prompt with one prefill and a KV-cached token loop.
+
+    Args:
+        logits_fn: the model call (see :data:`LogitsFn`).
+        prompts: token ids per row (unpadded; rows may differ in length).
+        pad_id: id used for left padding and for rows that already finished.
+        max_new_tokens: hard cap on generated tokens per row.
+        grammar: constrain every row to the LLMTIME grammar; rows finish when it is complete.
+        semicolons: unconstrained only: ``[V]`` count of ';' characters per token id.
+        horizon_steps: unconstrained only: a row finishes after this many ';' characters.
+        eos_ids: unconstrained only: tokens that finish a row.
+        sampling: greedy or temperature/top-p sampling.
+        generator: random source for sampling (seed it for determinism).
+        device: where the input tensors go (the model's device).
+
+    Returns:
+        A :class:`DecodeResult`.
+    """
+    if grammar is None and (semicolons is None or horizon_steps is None):
+        raise ValueError("unconstrained decoding needs semicolons and horizon_steps")
+    if grammar is not None and pad_id not in grammar.end_ids:
+        raise ValueError(f"pad_id {pad_id} must be one of the grammar's end_ids")
+    input_ids, mask = left_pad(prompts, pad_id, device)
+    batch, width = input_ids.shape
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, W]
+    logits, cache = logits_fn(input_ids, mask, positions, None)  # [B, V]
+    processor = LLMTimeLogitsProcessor(grammar, prompt_length=0) if grammar else None
+    free = None if grammar else _FreeStop(semicolons, horizon_steps, eos_ids, batch)
+    generated = torch.empty((batch, 0), dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
+    last_pos, steps = positions[:, -1], 0
+    for _ in range(max_new_tokens):
+        if processor is not None:
+            logits = processor(generated, logits)
+        token = next_tokens(logits, sampling, generator)
+        token = token.masked_fill(finished, pad_id)
+        lengths += (~finished).long()
+        generated = torch.cat([generated, token[:, None]], dim=1)
+        if processor is not None:
+            processor.update(generated)
+            finished = torch.as_tensor(processor.done, device=device)
+        else:
+            finished |= free.update(token).to(device)
+        if bool(finished.all()) or generated.shape[1] == max_new_tokens:
+            break
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
+        last_pos = last_pos + 1
+        logits, cache = logits_fn(token[:, None], mask, last_pos[:, None], cache)
+        steps += 1
+    rows = [generated[r, : int(lengths[r])].tolist() for r in range(batch)]
+    return DecodeResult(tokens=rows, prompt_tokens=[len(p) for p in prompts],
+                        generated_tokens=[len(r) for r in rows], prompt_width=width,
+                        decode_steps=steps)

@@ -1,0 +1,267 @@
+"""Forecast time series with a causal LM by continuing their LLMTIME text.
+
+For each system the prompt is ``codec.encode(context) + ";"`` mapped character by character to
+token ids; the model then writes ``horizon_steps`` further steps. ``num_samples > 1`` repeats
+each prompt and samples (LLMTIME-style); the point forecast is the per-step median over the
+samples that parsed and the band their 10%/90% quantiles. Every sample that does not parse is
+recorded as such (NaN in ``samples``, False in ``parsed``), never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from lora_forecast.forecasting.decoding import (
+    DecodeResult,
+    LogitsFn,
+    Sampling,
+    decode,
+    full_head_logits_fn,
+)
+from lora_forecast.forecasting.grammar import LLMTimeAlphabet, LLMTimeGrammar
+from lora_forecast.models.tokenizer import qwen_tokenizer
+
+QUANTILES = (0.1, 0.9)
+
+
+class Codec(Protocol):
+    """What the forecaster needs of ``lora_forecast.data.llmtime.LLMTimeCodec``."""
+
+    decimals: int
+
+    def encode(self, values: np.ndarray) -> str: ...
+
+    def decode(self, text: str, n_vars: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DecodeBatch:
+    """Compute actually spent on one batch: a prefill over ``[rows, prompt_width]`` tokens, then
+    ``decode_steps`` single-token forward calls over all ``rows`` (padding included)."""
+
+    rows: int
+    prompt_width: int
+    decode_steps: int
+
+
+@dataclass
+class Forecast:
+    """Forecasts of S systems, N samples each, H steps, V variables (original scale).
+
+    ``samples`` [S, N, H, V] is NaN where a sample did not parse (``parsed`` [S, N] False);
+    ``point`` [S, H, V] is the per-step median over parsed samples (NaN where none parsed);
+    ``lower``/``upper`` their 10%/90% quantiles (equal to ``point`` when N == 1).
+    ``prompt_tokens`` [S] and ``generated_tokens`` [S, N] count real (unpadded) tokens, the
+    EOS of free decoding included; ``batches`` the padded compute per batch.
+    """
+
+    point: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    samples: np.ndarray
+    parsed: np.ndarray
+    texts: list[list[str]]
+    prompt_tokens: np.ndarray
+    generated_tokens: np.ndarray
+    batches: list[DecodeBatch]
+
+    @property
+    def parse_failures(self) -> int:
+        """Systems (forecasts) without a single parsable sample."""
+        return int((~self.parsed.any(axis=1)).sum())
+
+    @property
+    def sample_parse_failures(self) -> int:
+        """Samples that did not parse, over all systems."""
+        return int((~self.parsed).sum())
+
+
+def forecast(model: torch.nn.Module | None, codec: Codec,
+             contexts: np.ndarray | Sequence[np.ndarray], *, horizon_steps: int,
+             batch_size: int = 16, constrained: bool = True, num_samples: int = 1,
+             temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
+             logits_fn: LogitsFn | None = None, progress: bool = True, greedy: bool | None = None,
+             tokenizer: PreTrainedTokenizerBase | None = None) -> Forecast:
+    """Forecast ``horizon_steps`` steps after each context.
+
+    Args:
+        model: the causal LM (put in eval mode for the call, then restored); may be None when
+            ``logits_fn`` is given (inputs then stay on the CPU).
+        codec: the LLMTIME codec (scaling alpha, ``decimals``) the model was trained with.
+        contexts: ``[S, Tc, V]`` array, or S arrays ``[Tc_s, V]`` of different lengths.
+        horizon_steps: steps to forecast (H).
+        batch_size: rows (system x sample) per forward batch.
+        constrained: enforce the LLMTIME grammar (always parses); False decodes freely and
+            parses the first H ';'-separated steps of the text.
+        num_samples: samples per system (N).
+        temperature, top_p: sampling settings (ignored when decoding greedily).
+        max_int_digits: most integer digits per number under the grammar; also sets the token
+            cap of free decoding.
+        seed: seeds the sampling generator (results also depend on ``batch_size``).
+        logits_fn: the model call; default :func:`full_head_logits_fn` of ``model``.
+        progress: show a tqdm bar over batches.
+        greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
+        tokenizer: default the real Qwen2.5 tokenizer.
+
+    Returns:
+        A :class:`Forecast`.
+    """
+    if model is None and logits_fn is None:
+        raise ValueError("forecast needs a model or a logits_fn")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    series = _as_series(contexts)
+    n_sys, n_vars = len(series), series[0].shape[1]
+    sampling = _sampling(num_samples, greedy, temperature, top_p)
+    tokenizer = tokenizer or qwen_tokenizer()
+    alphabet = LLMTimeAlphabet.from_tokenizer(tokenizer)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    grammar = LLMTimeGrammar(n_vars, codec.decimals, horizon_steps, max_int_digits, alphabet,
+                             eos_id=eos, end_ids=(eos, pad))
+    prompts = [alphabet.encode(codec.encode(c) + ";") for c in series]
+    jobs = [(s, n) for s in range(n_sys) for n in range(num_samples)]  # system-major rows
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    logits_fn = logits_fn or full_head_logits_fn(model)
+    options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device)
+    if constrained:
+        options.update(grammar=grammar, max_new_tokens=grammar.max_length)
+    else:
+        options.update(semicolons=semicolon_counts(tokenizer), horizon_steps=horizon_steps,
+                       eos_ids=(eos, pad), max_new_tokens=grammar.max_length + 1)
+
+    tokens: dict[tuple[int, int], list[int]] = {}
+    batches: list[DecodeBatch] = []
+    chunks = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+    with _eval_mode(model):
+        for chunk in tqdm(chunks, desc="forecast", unit="batch", disable=not progress):
+            result: DecodeResult = decode(logits_fn, [prompts[s] for s, _ in chunk], **options)
+            tokens.update(zip(chunk, result.tokens, strict=True))
+            batches.append(DecodeBatch(len(chunk), result.prompt_width, result.decode_steps))
+
+    texts = [[_text(tokens[s, n], constrained, alphabet, tokenizer, (eos, pad))
+              for n in range(num_samples)] for s in range(n_sys)]
+    samples, parsed = _parse_all(texts, codec, horizon_steps, n_vars)
+    point, lower, upper = summarise(samples, parsed)
+    return Forecast(point=point, lower=lower, upper=upper, samples=samples, parsed=parsed,
+                    texts=texts, prompt_tokens=np.array([len(p) for p in prompts]),
+                    generated_tokens=np.array([[len(tokens[s, n]) for n in range(num_samples)]
+                                               for s in range(n_sys)]),
+                    batches=batches)
+
+
+def parse_forecast(text: str, codec: Codec, horizon_steps: int, n_vars: int) -> np.ndarray:
+    """The first ``horizon_steps`` ';'-separated steps of ``text`` as ``[H, V]``.
+
+    Raises:
+        ValueError (``ForecastParseError``): fewer steps, steps the codec cannot read, or
+            non-finite values.
+    """
+    steps = text.split(";")
+    if len(steps) < horizon_steps:
+        raise ValueError(f"forecast has {len(steps)} steps, need {horizon_steps}")
+    values = np.asarray(codec.decode(";".join(steps[:horizon_steps]), n_vars), dtype=float)
+    if values.shape != (horizon_steps, n_vars):
+        raise ValueError(f"forecast parsed to shape {values.shape}, need {(horizon_steps, n_vars)}")
+    if not np.isfinite(values).all():
+        raise ValueError("forecast holds non-finite values")
+    return values
+
+
+def summarise(samples: np.ndarray, parsed: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-step median and 10%/90% quantiles over the parsed samples: 3 x ``[S, H, V]``."""
+    shape = (samples.shape[0], *samples.shape[2:])
+    point, lower, upper = (np.full(shape, np.nan) for _ in range(3))
+    for s in range(samples.shape[0]):
+        ok = samples[s, parsed[s]]  # [n_ok, H, V]
+        if len(ok):
+            point[s] = np.median(ok, axis=0)
+            lower[s], upper[s] = np.quantile(ok, QUANTILES, axis=0)
+    return point, lower, upper
+
+
+@lru_cache(maxsize=4)
+def semicolon_counts(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """``[len(vocab)]``: how many ';' characters each token's text holds (byte-level BPE keeps
+    printable ASCII as is, so the raw token string is enough)."""
+    vocab = tokenizer.get_vocab()
+    counts = torch.zeros(max(vocab.values()) + 1, dtype=torch.long)
+    for token, idx in vocab.items():
+        if ";" in token:
+            counts[idx] = token.count(";")
+    return counts
+
+
+def _as_series(contexts: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    series = [np.asarray(c, dtype=float) for c in contexts]
+    if not series:
+        raise ValueError("contexts: need at least one system")
+    n_vars = {c.shape[1] if c.ndim == 2 else -1 for c in series}
+    if len(n_vars) != 1 or -1 in n_vars or any(len(c) == 0 for c in series):
+        raise ValueError("contexts: every system must be a non-empty [Tc, V] array with one V")
+    return series
+
+
+def _sampling(num_samples: int, greedy: bool | None, temperature: float, top_p: float) -> Sampling:
+    if num_samples < 1:
+        raise ValueError(f"num_samples: must be >= 1, got {num_samples}")
+    greedy = num_samples == 1 if greedy is None else greedy
+    if greedy and num_samples > 1:
+        raise ValueError("greedy decoding gives identical samples: use num_samples=1")
+    return Sampling(greedy=greedy, temperature=temperature, top_p=top_p)
+
+
+def _text(tokens: list[int], constrained: bool, alphabet: LLMTimeAlphabet,
+          tokenizer: PreTrainedTokenizerBase, end_ids: tuple[int, ...]) -> str:
+    """The generated text up to the first EOS/pad. Free decoding keeps other special tokens
+    as text, and ids beyond the tokenizer (spare embedding rows) as U+FFFD, so that junk
+    makes the sample fail to parse instead of silently vanishing."""
+    cut = next((i for i, t in enumerate(tokens) if t in end_ids), len(tokens))
+    tokens = tokens[:cut]
+    if constrained:
+        return alphabet.decode(tokens)
+    text, run = [], []
+    for token in [*tokens, None]:
+        if token is not None and token < len(tokenizer):
+            run.append(token)
+            continue
+        text.append(tokenizer.decode(run, skip_special_tokens=False) if run else "")
+        text.append("" if token is None else "\ufffd")
+        run = []
+    return "".join(text)
+
+
+def _parse_all(texts: list[list[str]], codec: Codec, horizon_steps: int,
+               n_vars: int) -> tuple[np.ndarray, np.ndarray]:
+    n_sys, n_samples = len(texts), len(texts[0])
+    samples = np.full((n_sys, n_samples, horizon_steps, n_vars), np.nan)
+    parsed = np.zeros((n_sys, n_samples), dtype=bool)
+    for s in range(n_sys):
+        for n in range(n_samples):
+            try:
+                samples[s, n] = parse_forecast(texts[s][n], codec, horizon_steps, n_vars)
+                parsed[s, n] = True
+            except ValueError:
+                pass  # recorded: parsed[s, n] stays False, samples stay NaN
+    return samples, parsed
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module | None) -> Iterator[None]:
+    was_training = model is not None and model.training
+    if model is not None:
+        model.eval()
+    try:
+        yield
+    finally:
+        if model is not None:
+            model.train(was_training)
