@@ -1,0 +1,349 @@
+"""Forecast metrics: pure functions on arrays, no I/O.
+
+Shapes follow one convention throughout: ``truth`` and ``point`` are ``[S, H, V]`` (systems,
+horizon steps, variables); ``samples`` are ``[S, N, H, V]`` with NaN where a sample could not be
+parsed. Every scalar metric pools all values it is given; :func:`score_forecasts` first removes
+the systems that have no usable point forecast and reports how many it removed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "bootstrap_ci",
+    "crps_samples",
+    "interval_coverage",
+    "mae",
+    "mse",
+    "mse_per_step",
+    "mse_per_variable",
+    "r2",
+    "score_forecasts",
+]
+
+
+def mse(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean squared error over all values.
+
+    Args:
+        truth: true values, any shape.
+        pred: predictions, same shape as ``truth``.
+
+    Returns:
+        ``mean((truth - pred) ** 2)``.
+
+    Example:
+        >>> mse(np.array([1.0, 2.0]), np.array([2.0, 4.0]))  # (1 + 4) / 2
+        2.5
+    """
+    return float(np.mean(_diff(truth, pred) ** 2))
+
+
+def mae(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean absolute error over all values.
+
+    Args:
+        truth: true values, any shape.
+        pred: predictions, same shape as ``truth``.
+
+    Returns:
+        ``mean(|truth - pred|)``.
+
+    Example:
+        >>> mae(np.array([1.0, 2.0]), np.array([2.0, 4.0]))  # (1 + 2) / 2
+        1.5
+    """
+    return float(np.mean(np.abs(_diff(truth, pred))))
+
+
+def r2(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Pooled coefficient of determination, ``1 - SSE / SS_tot``, over all values.
+
+    ``SSE`` sums the squared errors over every system, step and variable. ``SS_tot`` sums the
+    squared deviations of the truth from the mean *of its own variable* (taken over all
+    systems and steps), so prey and predator each get their own baseline level and a model is
+    not credited merely for knowing that prey outnumber predators. A perfect forecast scores 1,
+    predicting each variable's mean scores 0. If the truth is constant in every variable
+    (``SS_tot == 0``) the result is NaN.
+
+    Args:
+        truth: ``[..., V]`` true values; the last axis is the variable.
+        pred: predictions, same shape.
+
+    Returns:
+        The pooled R2 as a float (NaN when undefined).
+
+    Example:
+        One variable, truth [0, 2] (mean 1, SS_tot 2), prediction [0, 1] (SSE 1): R2 = 0.5.
+
+        >>> r2(np.array([[0.0], [2.0]]), np.array([[0.0], [1.0]]))
+        0.5
+    """
+    err = _diff(truth, pred)
+    truth = np.asarray(truth, dtype=np.float64)
+    per_var_mean = truth.reshape(-1, truth.shape[-1]).mean(axis=0)  # [V]
+    ss_tot = float(np.sum((truth - per_var_mean) ** 2))
+    if ss_tot == 0.0:
+        return math.nan
+    return 1.0 - float(np.sum(err**2)) / ss_tot
+
+
+def mse_per_variable(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """MSE of each variable, pooled over systems and steps.
+
+    Args:
+        truth: ``[S, H, V]`` true values.
+        pred: ``[S, H, V]`` predictions.
+
+    Returns:
+        ``[V]`` array.
+
+    Example:
+        >>> t = np.zeros((1, 2, 2)); p = np.array([[[1.0, 0.0], [3.0, 2.0]]])
+        >>> mse_per_variable(t, p).tolist()  # prey (1 + 9) / 2, predator (0 + 4) / 2
+        [5.0, 2.0]
+    """
+    return np.mean(_diff(truth, pred) ** 2, axis=(0, 1))
+
+
+def mse_per_step(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """MSE at each horizon step, pooled over systems and variables.
+
+    Args:
+        truth: ``[S, H, V]`` true values.
+        pred: ``[S, H, V]`` predictions.
+
+    Returns:
+        ``[H]`` array; entry ``h`` is the error ``h + 1`` steps after the context.
+
+    Example:
+        >>> t = np.zeros((1, 2, 2)); p = np.array([[[1.0, 0.0], [3.0, 2.0]]])
+        >>> mse_per_step(t, p).tolist()  # step 1 (1 + 0) / 2, step 2 (9 + 4) / 2
+        [0.5, 6.5]
+    """
+    return np.mean(_diff(truth, pred) ** 2, axis=(0, 2))
+
+
+def interval_coverage(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Fraction of true values inside the closed interval ``[lower, upper]``.
+
+    A NaN bound counts as a miss (the value is not covered by a missing interval).
+
+    Args:
+        truth: true values, any shape.
+        lower: lower bounds, same shape.
+        upper: upper bounds, same shape.
+
+    Returns:
+        Coverage in [0, 1]; a calibrated 10-90% band covers about 0.8.
+
+    Example:
+        >>> interval_coverage(np.array([0.0, 1.0, 2.0, 3.0]),
+        ...                   np.array([0.0, 0.0, 2.5, np.nan]), np.ones(4) * 2)
+        0.5
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    if not (truth.shape == np.shape(lower) == np.shape(upper)):
+        raise ValueError(
+            f"truth {truth.shape}, lower {np.shape(lower)}, upper {np.shape(upper)} must match"
+        )
+    inside = (truth >= lower) & (truth <= upper)
+    return float(np.mean(inside))
+
+
+def crps_samples(truth: np.ndarray, samples: np.ndarray) -> float:
+    """Continuous ranked probability score from samples, averaged over all values.
+
+    Per value the estimator is ``E|X - y| - 0.5 E|X - X'|`` with both expectations taken over
+    the empirical distribution of the finite samples (the ``1/n^2`` form, which includes
+    ``X = X'`` pairs, so a point mass scores exactly its absolute error). NaN samples (failed
+    parses) are ignored; values with no finite sample at all are left out of the average.
+    ``E|X - X'|`` uses the sorted-sample identity
+    ``E|X - X'| = 2 / n^2 * sum_i (2 i - n - 1) x_(i)``, which is O(n log n).
+
+    Args:
+        truth: ``[S, H, V]`` true values.
+        samples: ``[S, N, H, V]`` sampled forecasts, NaN where unparsed.
+
+    Returns:
+        Mean CRPS (lower is better; same units as the data). NaN if no value has a sample.
+
+    Example:
+        Samples {0, 2} for truth 0: E|X - y| = 1, E|X - X'| = (0 + 2 + 2 + 0) / 4 = 1,
+        CRPS = 1 - 0.5 = 0.5.
+
+        >>> crps_samples(np.zeros((1, 1, 1)), np.array([0.0, 2.0]).reshape(1, 2, 1, 1))
+        0.5
+    """
+    per_value = _crps_per_value(truth, samples)
+    if not np.isfinite(per_value).any():
+        return math.nan
+    return float(np.nanmean(per_value))
+
+
+def bootstrap_ci(
+    per_system_values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean, resampling systems.
+
+    Systems are the independent units (steps within one forecast are correlated), so the
+    resampling draws whole systems with replacement ``n_boot`` times and takes the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled means. The same
+    ``seed`` always gives the same interval. One system gives a zero-width interval.
+
+    Args:
+        per_system_values: ``[S]`` one value per system (e.g. each system's MSE).
+        n_boot: number of bootstrap resamples (>= 1).
+        seed: seed of the resampling generator.
+        level: confidence level in (0, 1).
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` for an empty input.
+
+    Example:
+        >>> bootstrap_ci(np.array([2.0, 2.0, 2.0]), n_boot=50, seed=0)
+        (2.0, 2.0)
+    """
+    values = np.asarray(per_system_values, dtype=np.float64).ravel()
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if values.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(n_boot, values.size))
+    means = values[idx].mean(axis=1)  # [n_boot]
+    low, high = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(low), float(high)
+
+
+def score_forecasts(
+    truth: np.ndarray,
+    point: np.ndarray,
+    *,
+    parsed_systems: np.ndarray | None = None,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+    samples: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score a batch of forecasts into a JSON-ready dict of plain floats, ints and lists.
+
+    A system is *scored* when ``parsed_systems`` marks it parsed (default: all) **and** its
+    point forecast is finite everywhere; every other system is counted in ``parse_failures``
+    and excluded from all error metrics, so ``n_systems + parse_failures`` is always ``S``.
+    Confidence intervals bootstrap the per-system MSE/MAE over the scored systems (equal
+    weights, so their mean equals the pooled value). When no system is scored, or a metric is
+    undefined, its value is ``None`` (JSON ``null``) instead of NaN.
+
+    Args:
+        truth: ``[S, H, V]`` true values.
+        point: ``[S, H, V]`` point forecasts (NaN where unparsed).
+        parsed_systems: ``[S]`` bool, which systems have a usable forecast; None = all.
+        lower: ``[S, H, V]`` lower band (10% quantile), optional; used with ``samples``.
+        upper: ``[S, H, V]`` upper band (90% quantile), optional; used with ``samples``.
+        samples: ``[S, N, H, V]`` sampled forecasts, NaN where unparsed, optional.
+        n_boot: bootstrap resamples for the intervals.
+        seed: bootstrap seed.
+
+    Returns:
+        Keys ``mse, mae, r2, mse_per_variable [V], mse_per_step [H], n_systems,
+        parse_failures, mse_ci [lo, hi], mae_ci [lo, hi]``; plus ``coverage_80`` (of
+        ``[lower, upper]``, or of the 10/90% sample quantiles when no band is given) and
+        ``crps`` only when ``samples`` are given: a greedy forecast's band is the point
+        itself (lower == upper), and its "coverage" would be a meaningless ~0.
+
+    Example:
+        >>> t = np.zeros((2, 1, 1)); p = np.array([[[1.0]], [[np.nan]]])
+        >>> m = score_forecasts(t, p, n_boot=10)
+        >>> m["mse"], m["n_systems"], m["parse_failures"]
+        (1.0, 1, 1)
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    point = np.asarray(point, dtype=np.float64)
+    if truth.ndim != 3 or truth.shape != point.shape:
+        raise ValueError(f"truth {truth.shape} and point {point.shape} must both be [S, H, V]")
+    keep = _scored_mask(point, parsed_systems)
+    t, p = truth[keep], point[keep]
+    per_sys_sq = np.mean((t - p) ** 2, axis=(1, 2))  # [S_kept]
+    per_sys_abs = np.mean(np.abs(t - p), axis=(1, 2))  # [S_kept]
+    empty = not keep.any()
+    out: dict[str, Any] = {
+        "mse": None if empty else mse(t, p),
+        "mae": None if empty else mae(t, p),
+        "r2": None if empty else r2(t, p),
+        "mse_per_variable": None if empty else mse_per_variable(t, p).tolist(),
+        "mse_per_step": None if empty else mse_per_step(t, p).tolist(),
+        "n_systems": int(keep.sum()),
+        "parse_failures": int((~keep).sum()),
+        "mse_ci": list(bootstrap_ci(per_sys_sq, n_boot, seed)),
+        "mae_ci": list(bootstrap_ci(per_sys_abs, n_boot, seed)),
+    }
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float64)
+        if lower is None or upper is None:
+            lower, upper = _sample_band(samples)
+        cover = interval_coverage(t, np.asarray(lower)[keep], np.asarray(upper)[keep])
+        out["coverage_80"] = None if empty else cover
+        out["crps"] = None if empty else crps_samples(t, samples[keep])
+    return _json_ready(out)
+
+
+def _diff(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    truth = np.asarray(truth, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth {truth.shape} and prediction {pred.shape} shapes differ")
+    return truth - pred
+
+
+def _scored_mask(point: np.ndarray, parsed_systems: np.ndarray | None) -> np.ndarray:
+    finite = np.isfinite(point).all(axis=(1, 2))  # [S]
+    if parsed_systems is None:
+        return finite
+    parsed = np.asarray(parsed_systems, dtype=bool)
+    if parsed.shape != finite.shape:
+        raise ValueError(f"parsed_systems {parsed.shape} must be [S] = {finite.shape}")
+    return parsed & finite
+
+
+def _crps_per_value(truth: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    truth = np.asarray(truth, dtype=np.float64)
+    x = np.sort(np.asarray(samples, dtype=np.float64), axis=1)  # [S, N, H, V], NaN last
+    if x.ndim != 4 or x.shape[:1] + x.shape[2:] != truth.shape:
+        raise ValueError(f"samples {x.shape} must be [S, N, H, V] for truth {truth.shape}")
+    valid = np.isfinite(x)
+    n = valid.sum(axis=1)  # [S, H, V]
+    x0 = np.where(valid, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        abs_err = np.sum(np.abs(x0 - truth[:, None]) * valid, axis=1) / n
+        rank = np.arange(1, x.shape[1] + 1).reshape(1, -1, 1, 1)  # i = 1..N
+        weights = np.where(valid, 2 * rank - n[:, None] - 1, 0)
+        spread = 2.0 * np.sum(weights * x0, axis=1) / n**2
+    return np.where(n > 0, abs_err - 0.5 * spread, np.nan)
+
+
+def _sample_band(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """10% and 90% quantiles over the finite samples (NaN where a value has none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN, a miss
+        lower, upper = np.nanquantile(samples, [0.1, 0.9], axis=1)
+    return lower, upper
+
+
+def _json_ready(value: Any) -> Any:
+    """Replace NaN/inf floats by None, recursively, and numpy scalars by Python ones."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value

@@ -1,0 +1,136 @@
+"""The evaluation protocol: which part of each series is context and which is scored.
+
+Every forecaster (the LLM and the baselines alike) sees the first ``context_steps`` time steps
+of each evaluation system and is scored on the next ``horizon_steps``; the same windows and the
+same metrics (:func:`lora_forecast.evaluation.metrics.score_forecasts`) for everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from lora_forecast.errors import ConfigError
+from lora_forecast.evaluation.baselines import forecast_baseline
+from lora_forecast.evaluation.metrics import score_forecasts
+
+__all__ = ["EvalWindow", "cut_eval_windows", "evaluate_baselines"]
+
+
+class EvalWindow(NamedTuple):
+    """Context and truth of the evaluation systems; unpacks as a 4-tuple.
+
+    Attributes:
+        contexts: ``[S, Tc, V]`` the values a forecaster sees.
+        truth: ``[S, H, V]`` the values it is scored against.
+        t_context: ``[Tc]`` times of the context steps.
+        t_future: ``[H]`` times of the forecast steps.
+    """
+
+    contexts: np.ndarray
+    truth: np.ndarray
+    t_context: np.ndarray
+    t_future: np.ndarray
+
+
+def cut_eval_windows(
+    trajectories: np.ndarray,
+    time: np.ndarray,
+    context_steps: int,
+    horizon_steps: int,
+    n_systems: int | None = None,
+) -> EvalWindow:
+    """Cut each system into its context (first steps) and the horizon right after it.
+
+    Args:
+        trajectories: ``[S, T, V]`` series, one per system.
+        time: ``[T]`` shared time axis.
+        context_steps: ``Tc``, steps shown to the forecaster (>= 1).
+        horizon_steps: ``H``, steps forecast and scored (>= 1).
+        n_systems: use the first ``n`` systems; None = all of them.
+
+    Returns:
+        :class:`EvalWindow` ``(contexts [n, Tc, V], truth [n, H, V], t_context [Tc],
+        t_future [H])``; copies, so the caller's arrays are never aliased.
+
+    Raises:
+        ConfigError: when ``context_steps + horizon_steps`` exceeds the series length, a
+            count is not positive, or more systems are asked for than exist.
+
+    Example:
+        >>> x = np.arange(12.0).reshape(2, 3, 2)  # 2 systems, 3 steps, 2 variables
+        >>> w = cut_eval_windows(x, np.array([0.0, 1.0, 2.0]), 2, 1, n_systems=1)
+        >>> w.contexts.tolist(), w.truth.tolist(), w.t_future.tolist()
+        ([[[0.0, 1.0], [2.0, 3.0]]], [[[4.0, 5.0]]], [2.0])
+    """
+    trajectories = np.asarray(trajectories, dtype=np.float64)
+    time = np.asarray(time, dtype=np.float64)
+    if trajectories.ndim != 3 or trajectories.shape[1] != len(time):
+        raise ConfigError(
+            f"trajectories {trajectories.shape} must be [S, T, V] with T = len(time) = {len(time)}"
+        )
+    n_total, n_steps, _ = trajectories.shape
+    if context_steps < 1 or horizon_steps < 1:
+        raise ConfigError(
+            f"eval.context_steps and eval.horizon_steps must be >= 1, "
+            f"got {context_steps} and {horizon_steps}"
+        )
+    if context_steps + horizon_steps > n_steps:
+        raise ConfigError(
+            f"eval.context_steps + eval.horizon_steps = {context_steps} + {horizon_steps} = "
+            f"{context_steps + horizon_steps} exceeds the series length {n_steps}"
+        )
+    if n_systems is not None and not 1 <= n_systems <= n_total:
+        raise ConfigError(f"eval.n_systems must be in [1, {n_total}] or null, got {n_systems}")
+    chosen = trajectories[: n_total if n_systems is None else n_systems]
+    end = context_steps + horizon_steps
+    return EvalWindow(
+        contexts=chosen[:, :context_steps].copy(),
+        truth=chosen[:, context_steps:end].copy(),
+        t_context=time[:context_steps].copy(),
+        t_future=time[context_steps:end].copy(),
+    )
+
+
+def evaluate_baselines(
+    names: Sequence[str],
+    trajectories: np.ndarray,
+    time: np.ndarray,
+    context_steps: int,
+    horizon_steps: int,
+    n_systems: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Forecast and score every named baseline on the evaluation windows.
+
+    Args:
+        names: keys of :data:`lora_forecast.evaluation.baselines.BASELINES`, in report order.
+        trajectories: ``[S, T, V]`` evaluation series.
+        time: ``[T]`` their time axis.
+        context_steps: steps of context.
+        horizon_steps: steps forecast.
+        n_systems: first ``n`` systems; None = all.
+        n_boot: bootstrap resamples for the confidence intervals.
+        seed: bootstrap seed (the same for every baseline, so intervals are comparable).
+
+    Returns:
+        ``{name: score_forecasts(...) dict}``, JSON-ready.
+
+    Raises:
+        ConfigError: for an unknown baseline name or windows that do not fit.
+
+    Example:
+        >>> x = np.ones((3, 5, 2))
+        >>> evaluate_baselines(["persistence"], x, np.arange(5.0), 3, 2, n_boot=10)[
+        ...     "persistence"]["mse"]
+        0.0
+    """
+    window = cut_eval_windows(trajectories, time, context_steps, horizon_steps, n_systems)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        point = forecast_baseline(name, window.contexts, window.t_context, window.t_future)
+        results[name] = score_forecasts(window.truth, point, n_boot=n_boot, seed=seed)
+    return results

@@ -1,0 +1,198 @@
+"""One run, top to bottom: data -> model -> train -> forecast -> score -> record.
+
+:func:`run` receives its side-effect handles (meter, tracker, stop request, trial reporter,
+accelerator) from the task wrapper in :mod:`lora_forecast.task` and returns the results
+payload; it writes only inside ``run_dir`` and only on the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from lora_forecast.config import Settings
+from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
+from lora_forecast.data.windows import alphabet_ids
+from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
+from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
+from lora_forecast.evaluation.metrics import score_forecasts
+from lora_forecast.forecasting import forecast
+from lora_forecast.models.build import build_model, load_trainable_state
+from lora_forecast.forecasting.decoding import full_head_logits_fn
+from lora_forecast.models.numeric_head import loss_fn_for, numeric_logits_fn, numeric_token_ids
+from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.planning import CostPrediction, flops_counter, predict_cost
+from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
+from lora_forecast.training.signals import StopRequest
+
+__all__ = ["RunContext", "run", "predict_cost", "CostPrediction"]
+
+log = logging.getLogger(__name__)
+
+
+# model.head -> decoding logits function (same grammar, same greedy outputs; numeric is cheaper)
+LOGITS_FNS = {
+    "full": lambda model, allowed_ids: full_head_logits_fn(model),
+    "numeric": numeric_logits_fn,
+}
+
+
+def batch_loss_fn(head: str, tokenizer: Any):
+    """The training loop's ``loss_fn(model, batch)`` for ``model.head``."""
+    loss = loss_fn_for(head, numeric_token_ids(tokenizer))
+    return lambda model, batch: loss(model, batch["input_ids"], batch["attention_mask"],
+                                     batch["labels"])
+
+
+@dataclass
+class RunContext:
+    """Side-effect handles the task wrapper owns and passes in."""
+
+    meter: Any
+    prediction: CostPrediction
+    accelerator: Accelerator
+    tracker: Any = None
+    reporter: Any = None
+    stop: StopRequest = field(default_factory=StopRequest)
+    progress: bool = True
+
+
+def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
+    """Execute the configured task and return the results payload (without identity fields)."""
+    data = prepare_data(settings.data)
+    if ctx.accelerator.is_main_process:
+        data.split.save(run_dir / "split.json")
+    payload: dict[str, Any] = {"train": None, "metrics": None, "baselines": {}}
+    contexts, truth, t_context, t_future = cut_eval_windows(
+        data.trajectories[data.split.test], data.time, settings.eval.context_steps,
+        settings.eval.horizon_steps, settings.eval.n_systems)
+    if settings.eval.baselines:
+        payload["baselines"] = evaluate_baselines(
+            list(settings.eval.baselines), data.trajectories[data.split.test], data.time,
+            settings.eval.context_steps, settings.eval.horizon_steps, settings.eval.n_systems,
+            settings.eval.bootstrap, settings.eval.seed)
+    if settings.task == "baselines" or settings.eval.skip_llm:
+        payload["end_reason"] = "completed"
+        return payload
+    model = build_model(settings.model, settings.lora)
+    if settings.task == "finetune":
+        result = train(settings, model, data, run_dir, ctx)
+        payload["train"] = {k: v for k, v in result.summary().items()}
+        payload["end_reason"] = result.end_reason
+        if result.end_reason in ("interrupted", "pruned"):
+            return payload
+        _load_best(model, run_dir)
+    else:
+        payload["end_reason"] = "completed"
+    fc = _forecast_test(settings, model, data, contexts, ctx)
+    if fc is None:
+        payload["end_reason"] = "stopped_budget"
+        return payload
+    sampled = settings.eval.num_samples > 1  # intervals and CRPS only mean something then
+    payload["metrics"] = score_forecasts(
+        truth, fc.point, parsed_systems=fc.parsed.any(axis=1),
+        lower=fc.lower if sampled else None, upper=fc.upper if sampled else None,
+        samples=fc.samples if sampled else None,
+        n_boot=settings.eval.bootstrap, seed=settings.eval.seed)
+    payload["metrics"]["sample_parse_failures"] = int(fc.sample_parse_failures)
+    if ctx.accelerator.is_main_process:
+        _plots(run_dir, contexts, truth, fc, t_context, t_future, payload, settings)
+    return payload
+
+
+def train(settings: Settings, model: torch.nn.Module, data: PreparedData, run_dir: Path,
+          ctx: RunContext) -> TrainResult:
+    """Build the windows and run the :class:`Trainer`."""
+    tokenizer = qwen_tokenizer()
+    vocab = alphabet_ids(tokenizer)
+    context = settings.data.context_tokens
+    train_set = token_windows(data, data.split.train, context, context // 2, vocab,
+                              tokenizer.pad_token_id)
+    val_set = token_windows(data, data.split.val, context, context, vocab, tokenizer.pad_token_id)
+    log.info("windows: %d train, %d validation (%d tokens)", len(train_set), len(val_set), context)
+    hooks = TrainHooks(
+        loss_fn=batch_loss_fn(settings.model.head, tokenizer),
+        meter=ctx.meter,
+        step_flops=ctx.prediction.per_train_step,
+        val_window_flops=ctx.prediction.per_val_window,
+        tracker=ctx.tracker,
+        reporter=ctx.reporter,
+        forecast_validator=_forecast_validator(settings, data, ctx),
+        stop=ctx.stop,
+        budget=settings.budget.max_flops,
+        progress=ctx.progress,
+    )
+    trainer = Trainer(model, train_set, val_set, settings.train, run_dir, hooks, ctx.accelerator)
+    return trainer.fit()
+
+
+def _load_best(model: torch.nn.Module, run_dir: Path) -> None:
+    """Evaluate the best validated adapter, not merely the last one."""
+    best = run_dir / "best" / "trainable.pt"
+    if best.is_file():
+        load_trainable_state(model, torch.load(best, weights_only=True))
+
+
+def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext) -> float:
+    """Metered cost of the forecasts made: each sequence's prompt plus its generated tokens."""
+    count = flops_counter(settings)
+    return sum(
+        count("inference", int(p), new_tokens=int(g))
+        for p, row in zip(fc.prompt_tokens, fc.generated_tokens, strict=True) for g in row if g > 0)
+
+
+def _run_forecast(settings: Settings, model: torch.nn.Module, codec: Any, contexts: np.ndarray,
+                  ctx: RunContext, n_samples: int | None = None) -> Any:
+    model.eval()
+    tokenizer = qwen_tokenizer()
+    return forecast(
+        model, codec, contexts, horizon_steps=settings.eval.horizon_steps,
+        batch_size=settings.eval.batch_size, constrained=settings.eval.constrained,
+        num_samples=n_samples or settings.eval.num_samples, temperature=settings.eval.temperature,
+        top_p=settings.eval.top_p, max_int_digits=settings.eval.max_int_digits,
+        seed=settings.eval.seed, logits_fn=LOGITS_FNS[settings.model.head](model, numeric_token_ids(tokenizer)),
+        progress=ctx.progress)
+
+
+def _forecast_test(settings: Settings, model: torch.nn.Module, data: PreparedData,
+                   contexts: np.ndarray, ctx: RunContext) -> Any | None:
+    """Forecast the test systems if the reservation still covers it (else None)."""
+    if not ctx.meter.can_afford(ctx.prediction.forecasting):
+        return None
+    fc = _run_forecast(settings, model, data.codec, contexts, ctx)
+    ctx.meter.add(_forecast_cost(settings, fc, ctx), "forecasting")
+    ctx.meter.flush()
+    return fc
+
+
+def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext):
+    """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``)."""
+    if not settings.train.eval_forecast:
+        return None
+    systems = data.trajectories[data.split.val][: settings.train.eval_forecast_systems]
+    contexts, truth, _, _ = cut_eval_windows(systems, data.time, settings.eval.context_steps,
+                                             settings.eval.horizon_steps, None)
+
+    def validate(model: torch.nn.Module) -> tuple[float, float]:
+        fc = _run_forecast(settings, model, data.codec, contexts, ctx, n_samples=1)
+        parsed = fc.parsed.any(axis=1)
+        err = np.nanmean((fc.point[parsed] - truth[parsed]) ** 2) if parsed.any() else np.inf
+        model.train()
+        return float(err), _forecast_cost(settings, fc, ctx)
+
+    return validate
+
+
+def _plots(run_dir: Path, contexts: np.ndarray, truth: np.ndarray, fc: Any, t_context: np.ndarray,
+           t_future: np.ndarray, payload: dict[str, Any], settings: Settings) -> None:
+    plot_forecasts(run_dir / "forecasts.png", contexts, truth, fc.point, fc.lower, fc.upper,
+                   t_context, t_future, n_systems=settings.eval.plot_systems)
+    per_step = {"LLM": payload["metrics"]["mse_per_step"]}
+    per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})
+    plot_error_per_step(run_dir / "error_per_step.png", per_step)
