@@ -156,7 +156,8 @@ def _run_forecast(settings: Settings, model: torch.nn.Module, codec: Any, contex
         batch_size=settings.eval.batch_size, constrained=settings.eval.constrained,
         num_samples=n_samples or settings.eval.num_samples, temperature=settings.eval.temperature,
         top_p=settings.eval.top_p, max_int_digits=settings.eval.max_int_digits,
-        seed=settings.eval.seed, logits_fn=LOGITS_FNS[settings.model.head](model, numeric_token_ids(tokenizer)),
+        seed=settings.eval.seed, logits_fn=LOGITS_FNS[settings.model.head](
+            model, numeric_token_ids(tokenizer, include_eos=True)),
         progress=ctx.progress)
 
 

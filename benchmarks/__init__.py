@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.training`` and ``python -m benchmarks.forecasting``."""

@@ -1,0 +1,226 @@
+"""The numeric head: logits over the LLMTIME alphabet only, never over the 151936-row vocabulary.
+
+An LLMTIME target is always one of 13 tokens ('0'..'9', '.', ',', ';'), so training only needs
+the output distribution *renormalised over that set*. We run the decoder backbone once (LoRA
+layers live inside it) and multiply the final hidden states by the 13 allowed rows of the tied
+``lm_head`` weight (plus their bias entries):
+
+    logits[N, K] = hidden[N, D] @ W[allowed].T (+ b[allowed])          K = 13, D = 896
+
+instead of ``hidden[B, T, D] @ W.T -> [B, T, 151936]`` followed by a 151936-wide softmax in the
+forward and backward pass. For decoding, :func:`numeric_logits_fn` scatters the K logits of the
+last position into a ``-inf``-filled full-vocabulary row, so grammar processors written in
+full-vocabulary id space and greedy argmax behave exactly as with the full head whenever the
+argmax is allowed (which the constrained grammar guarantees).
+
+Loss functions share one signature (``HeadLoss``) and are picked from :data:`HEAD_LOSSES` by
+``model.head``, so the training loop does not branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from torch import nn
+
+IGNORE_INDEX = -100  # label of positions the loss skips (padding, prompt), as in HF
+NUMERIC_TOKENS = tuple("0123456789.,;")  # the LLMTIME alphabet: digits, point, comma, semicolon
+
+# (input_ids[B, T], attention_mask[B, T], position_ids[B, T], past_key_values)
+#   -> (logits of the last position [B, V_full], past_key_values)
+LogitsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
+# (model, input_ids[B, T], attention_mask[B, T], labels[B, T]) -> scalar loss
+HeadLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def numeric_token_ids(tokenizer: Any, *, include_eos: bool = False) -> tuple[int, ...]:
+    """Token ids of :data:`NUMERIC_TOKENS` (Qwen2.5: 15..24, 13, 11, 26), in that order.
+
+    Args:
+        tokenizer: a HF tokenizer in which every LLMTIME character is a single token.
+        include_eos: append ``tokenizer.eos_token_id`` (for forecasters that may stop early).
+
+    Returns:
+        The allowed ids; with the Qwen2.5 tokenizer ``(15, ..., 24, 13, 11, 26)``.
+
+    Raises:
+        ValueError: a character does not encode to exactly one token, or EOS is unset.
+    """
+    ids = []
+    for char in NUMERIC_TOKENS:
+        encoded = tokenizer.encode(char, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"numeric head: {char!r} encodes to {encoded}, not a single token")
+        ids.append(encoded[0])
+    if include_eos:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("numeric head: include_eos=True but the tokenizer has no eos_token_id")
+        ids.append(tokenizer.eos_token_id)
+    return tuple(ids)
+
+
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """The decoder backbone (e.g. ``Qwen2Model``) and the ``lm_head`` of a causal LM.
+
+    Works for a ``PeftModel`` (LoRA layers sit inside the backbone, so calling it applies them)
+    and for a bare ``*ForCausalLM``.
+
+    Raises:
+        TypeError: ``lm_head`` is not a plain ``nn.Linear`` (e.g. wrapped with LoRA itself),
+            whose rows the numeric head could not slice faithfully.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    backbone = getattr(base, base.base_model_prefix)
+    head = base.get_output_embeddings()
+    if type(head) is not nn.Linear:
+        raise TypeError(
+            f"numeric head needs lm_head to be a plain nn.Linear, got {type(head).__name__} "
+            "(LoRA on lm_head is not supported; use model.head=full)"
+        )
+    return backbone, head
+
+
+def allowed_logits(hidden: torch.Tensor, head: nn.Linear, allowed: torch.Tensor) -> torch.Tensor:
+    """``hidden[..., D] @ W[allowed].T + b[allowed] -> [..., K]``.
+
+    The rows are gathered inside the forward pass, so a trainable bias receives gradients
+    (zero outside ``allowed``) and the frozen tied weight stays frozen. The K logits are
+    computed in float32 even under bf16 autocast or with bf16 weights (K is tiny, and logits
+    that close to each other deserve the precision).
+    """
+    with torch.autocast(hidden.device.type, enabled=False):
+        weight = head.weight[allowed].float()  # (K, D)
+        bias = head.bias[allowed].float() if head.bias is not None else None  # (K,)
+        return F.linear(hidden.float(), weight, bias)
+
+
+def _allowed_tensor(allowed_ids: Sequence[int], device: torch.device) -> torch.Tensor:
+    if len(allowed_ids) == 0:
+        raise ValueError("numeric head: allowed_ids is empty")
+    return torch.as_tensor(tuple(allowed_ids), dtype=torch.long, device=device)
+
+
+def _local_targets(targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Map vocabulary ids [N] to positions in ``allowed`` [N]; raise on any id outside it."""
+    hits = targets.unsqueeze(-1) == allowed  # (N, K)
+    found = hits.any(-1)
+    if not bool(found.all()):
+        bad = int(targets[~found][0])
+        raise ValueError(
+            f"numeric head: label id {bad} is not among the allowed ids {allowed.tolist()}; "
+            "training targets must be LLMTIME characters (or -100), or use model.head=full"
+        )
+    return hits.to(torch.long).argmax(-1)
+
+
+def numeric_head_loss(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    allowed_ids: Sequence[int],
+) -> torch.Tensor:
+    """Causal-LM cross-entropy over the allowed ids only (softmax renormalised over them).
+
+    Same shift and reduction as HF's causal LM loss: position t predicts ``labels[:, t + 1]``,
+    labels equal to -100 are skipped, the mean runs over the remaining tokens (NaN if none).
+    Logits are only formed for positions that carry a label: at most [B * T, K], never
+    [B, T, V].
+
+    Args:
+        model: ``PeftModel`` or causal LM whose backbone and ``lm_head`` are used.
+        input_ids: (B, T) token ids.
+        attention_mask: (B, T) 1 for real tokens, 0 for padding, or None.
+        labels: (B, T) target ids (usually ``input_ids``) with -100 where ignored.
+        allowed_ids: the K vocabulary ids the head scores (see :func:`numeric_token_ids`).
+
+    Returns:
+        Scalar float32 loss.
+
+    Raises:
+        ValueError: a non-ignored label is not in ``allowed_ids`` (a training-data error).
+    """
+    backbone, head = backbone_and_head(model)
+    allowed = _allowed_tensor(allowed_ids, input_ids.device)
+    targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+    keep = targets != IGNORE_INDEX  # (B, T-1)
+    local = _local_targets(targets[keep], allowed)  # (N,)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    scored = hidden[:, :-1][keep]  # (N, D)
+    logits = allowed_logits(scored, head, allowed)  # (N, K) float32
+    return F.cross_entropy(logits, local)
+
+
+def full_head_loss(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """The plain HF path: cross-entropy over the whole vocabulary (``model(..., labels).loss``)."""
+    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+
+
+def _full(allowed_ids: Sequence[int]) -> HeadLoss:
+    return full_head_loss
+
+
+def _numeric(allowed_ids: Sequence[int]) -> HeadLoss:
+    return partial(numeric_head_loss, allowed_ids=tuple(allowed_ids))
+
+
+# model.head -> factory(allowed_ids) -> HeadLoss
+HEAD_LOSSES: dict[str, Callable[[Sequence[int]], HeadLoss]] = {
+    "full": _full,
+    "numeric": _numeric,
+}
+
+
+def loss_fn_for(head: str, allowed_ids: Sequence[int]) -> HeadLoss:
+    """The training loss for ``model.head`` (``full`` or ``numeric``), ready to call.
+
+    Raises:
+        ValueError: ``head`` is not registered in :data:`HEAD_LOSSES` (lists what is).
+    """
+    if head not in HEAD_LOSSES:
+        raise ValueError(f"model.head: must be one of {sorted(HEAD_LOSSES)}, got {head!r}")
+    return HEAD_LOSSES[head](allowed_ids)
+
+
+def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
+    """A decoding :data:`LogitsFn` that scores only ``allowed_ids`` at the last position.
+
+    The backbone runs with ``use_cache=True`` on the given cache and explicit position ids; the
+    last position's K logits are scattered into a [B, V_full] row filled with ``-inf`` (one
+    position per call, so cheap), keeping full-vocabulary id space for grammar processors.
+    The logits are float32 whatever the model's dtype. Callers should run it under
+    ``torch.inference_mode()``.
+    """
+    backbone, head = backbone_and_head(model)
+    allowed = _allowed_tensor(allowed_ids, head.weight.device)
+
+    def logits_fn(
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_key_values: Any,
+    ) -> tuple[torch.Tensor, Any]:
+        out = backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=True,
+        )
+        last = out.last_hidden_state[:, -1]  # (B, D)
+        small = allowed_logits(last, head, allowed)  # (B, K)
+        full = small.new_full((small.shape[0], head.out_features), float("-inf"))  # (B, V)
+        full[:, allowed] = small
+        return full, out.past_key_values
+
+    return logits_fn
