@@ -297,11 +297,22 @@ def register_configs() -> None:
         store.store(group=group, name="schema", node=schema)
 
 
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as a plain resolved dict, without Hydra's own node.
+
+    The ``hydra`` node is dropped *before* resolving: in a sweep it holds interpolations
+    (``hydra.job.num``) that only exist once a job runs.
+    """
+    unresolved = OmegaConf.to_container(cfg, resolve=False)
+    unresolved.pop("hydra", None)
+    resolved = OmegaConf.to_container(OmegaConf.create(unresolved), resolve=True)
+    assert isinstance(resolved, dict)
+    return resolved
+
+
 def to_settings(cfg: DictConfig) -> Settings:
     """Convert the composed Hydra config into validated :class:`Settings` (raises ConfigError)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    merged = OmegaConf.merge(OmegaConf.structured(Settings), plain)
+    merged = OmegaConf.merge(OmegaConf.structured(Settings), resolved_config(cfg))
     settings = OmegaConf.to_object(merged)
     assert isinstance(settings, Settings)
     return settings

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
@@ -65,6 +66,7 @@ class RunContext:
 
 def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     """Execute the configured task and return the results payload (without identity fields)."""
+    set_seed(settings.train.seed)  # every run of a config follows the same trajectory
     data = prepare_data(settings.data)
     if ctx.accelerator.is_main_process:
         data.split.save(run_dir / "split.json")

@@ -29,6 +29,7 @@ from optuna.pruners import (
     NopPruner,
     PercentilePruner,
     SuccessiveHalvingPruner,
+    ThresholdPruner,
 )
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
@@ -48,6 +49,7 @@ PRUNERS: dict[str, Callable[..., BasePruner]] = {
     "percentile": PercentilePruner,
     "successive_halving": SuccessiveHalvingPruner,
     "hyperband": HyperbandPruner,
+    "threshold": ThresholdPruner,  # e.g. upper: 10.0 stops diverging runs
 }
 
 
@@ -67,8 +69,7 @@ def journal_path(url: str) -> Path | None:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None,
-                 stale_trial_callback: Callable[..., None] | None = None) -> BaseStorage:
+                 grace_period: int | None = None) -> BaseStorage:
     """Open an Optuna storage from a URL or journal path (see the module docstring).
 
     Args:
@@ -76,7 +77,6 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
             ``journal:PATH`` or ``PATH.log``.
         heartbeat_interval, grace_period: RDB only; seconds between heartbeats of a running
             trial and how long without one makes it stale (None: no heartbeat).
-        stale_trial_callback: RDB only; called for every trial failed as stale.
     """
     path = journal_path(url)
     if path is not None:
@@ -86,8 +86,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                      grace_period=grace_period if heartbeat_interval else None,
-                      heartbeat_stale_trial_callback=stale_trial_callback)
+                      grace_period=grace_period if heartbeat_interval else None)
 
 
 def build_pruner(spec: Mapping[str, Any] | None) -> BasePruner:
@@ -114,21 +113,32 @@ class TrialReporter:
 
     @classmethod
     def from_settings(cls, trial_cfg: Any) -> TrialReporter | None:
-        """The reporter for ``settings.trial`` (storage, study_name, number); None outside a sweep
-        or for a multi-objective study (Optuna prunes single-objective studies only)."""
+        """The reporter for ``settings.trial`` (storage, study_name, number); None outside a sweep,
+        for a multi-objective study (Optuna prunes single-objective studies only), or when the
+        study cannot be reached (logged: the job then trains to the end, unreported)."""
         storage_url = getattr(trial_cfg, "storage", None)
         study_name = getattr(trial_cfg, "study_name", None)
         number = getattr(trial_cfg, "number", None)
         if storage_url is None or study_name is None or number is None:
             return None
+        try:
+            return cls._load(storage_url, study_name, int(number))
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must not stop the run
+            log.warning("trial %s of study %r: cannot open it in %s (%s); metrics will not be "
+                        "reported and the pruner will not be asked", number, study_name,
+                        storage_url, exc)
+            return None
+
+    @classmethod
+    def _load(cls, storage_url: str, study_name: str, number: int) -> TrialReporter | None:
         storage = open_storage(storage_url)
         study_id = storage.get_study_id_from_name(study_name)
         pruner = build_pruner(storage.get_study_user_attrs(study_id).get(PRUNER_ATTR))
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
         if len(study.directions) > 1:
-            log.info("trial %s: multi-objective study, intermediate values not reported", number)
+            log.info("trial %d: multi-objective study, intermediate values not reported", number)
             return None
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         return cls(study, optuna.trial.Trial(study, trial_id))
 
     @property
