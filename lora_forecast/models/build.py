@@ -9,7 +9,7 @@ import logging
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.errors import ModelLoadError
@@ -39,6 +39,27 @@ def tiny_qwen2_config(cfg: ModelConfig) -> Qwen2Config:
     )
 
 
+def _unavailable(cfg: ModelConfig, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"model.name_or_path: cannot load {cfg.name_or_path!r} (Hub unreachable or no local "
+        f"weights); run offline with model=tiny or point model.name_or_path=/local/dir at a "
+        f"downloaded copy ({type(exc).__name__})"
+    )
+
+
+def check_model_available(cfg: ModelConfig) -> None:
+    """Fail fast, before the budget is touched, when a pretrained model cannot be resolved.
+
+    Reads only the model's config (a local folder, the HF cache, or one small Hub request).
+    """
+    if cfg.kind != "pretrained":
+        return
+    try:
+        AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision)
+    except (OSError, ValueError) as exc:
+        raise _unavailable(cfg, exc) from None
+
+
 def _load_pretrained(cfg: ModelConfig) -> PreTrainedModel:
     try:
         return AutoModelForCausalLM.from_pretrained(
@@ -48,11 +69,7 @@ def _load_pretrained(cfg: ModelConfig) -> PreTrainedModel:
             attn_implementation=cfg.attn_implementation,
         )
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"model.name_or_path: cannot load {cfg.name_or_path!r} (Hub unreachable or no local "
-            f"weights); run offline with model=tiny or point model.name_or_path=/local/dir at a "
-            f"downloaded copy ({type(exc).__name__})"
-        ) from None
+        raise _unavailable(cfg, exc) from None
 
 
 def load_base_model(cfg: ModelConfig) -> PreTrainedModel:
