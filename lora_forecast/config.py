@@ -49,20 +49,36 @@ class ModelConfig:
     init_seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("pretrained", "tiny"), "model.kind", f"must be pretrained or tiny, got {self.kind!r}")
+        _require(
+            self.kind in ("pretrained", "tiny"),
+            "model.kind",
+            f"must be pretrained or tiny, got {self.kind!r}",
+        )
         _require(self.head in HEADS, "model.head", f"must be one of {HEADS}, got {self.head!r}")
         if self.kind == "tiny":
-            _require(self.hidden_size % self.num_heads == 0, "model.hidden_size",
-                     f"must be divisible by model.num_heads ({self.num_heads})")
-            _require(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads",
-                     f"must divide model.num_heads ({self.num_heads})")
-            for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
+            _require(
+                self.hidden_size % self.num_heads == 0,
+                "model.hidden_size",
+                f"must be divisible by model.num_heads ({self.num_heads})",
+            )
+            _require(
+                self.num_heads % self.num_kv_heads == 0,
+                "model.num_kv_heads",
+                f"must divide model.num_heads ({self.num_heads})",
+            )
+            for key in (
+                "hidden_size",
+                "num_layers",
+                "num_heads",
+                "num_kv_heads",
+                "intermediate_size",
+            ):
                 _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
 
 
 @dataclass
 class LoraConfig:
-    """LoRA adapter (PEFT). ``alpha=None`` means alpha = rank, i.e. scaling 1 as in the reference."""
+    """LoRA adapter (PEFT). ``alpha=None`` means alpha = rank: scaling 1, as in the reference."""
 
     rank: int = 4
     alpha: float | None = None
@@ -71,9 +87,15 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         _require(self.rank >= 1, "lora.rank", f"must be >= 1, got {self.rank}")
-        _require(self.alpha is None or self.alpha > 0, "lora.alpha", f"must be > 0, got {self.alpha}")
-        _require(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
-        _require(len(self.target_modules) >= 1, "lora.target_modules", "must name at least one module")
+        _require(
+            self.alpha is None or self.alpha > 0, "lora.alpha", f"must be > 0, got {self.alpha}"
+        )
+        _require(
+            0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}"
+        )
+        _require(
+            len(self.target_modules) >= 1, "lora.target_modules", "must name at least one module"
+        )
 
     @property
     def scaling_alpha(self) -> float:
@@ -89,9 +111,14 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         fractions = (self.train, self.val, self.test)
-        _require(all(f >= 0 for f in fractions), "data.split", f"fractions must be >= 0, got {fractions}")
-        _require(math.isclose(sum(fractions), 1.0, abs_tol=1e-6), "data.split",
-                 f"train + val + test must sum to 1, got {sum(fractions):g}")
+        _require(
+            all(f >= 0 for f in fractions), "data.split", f"fractions must be >= 0, got {fractions}"
+        )
+        _require(
+            math.isclose(sum(fractions), 1.0, abs_tol=1e-6),
+            "data.split",
+            f"train + val + test must sum to 1, got {sum(fractions):g}",
+        )
 
 
 @dataclass
@@ -110,19 +137,32 @@ class DataConfig:
     context_tokens: int = 512
 
     def __post_init__(self) -> None:
-        _require(self.source in ("file", "synthetic"), "data.source",
-                 f"must be file or synthetic, got {self.source!r}")
+        _require(
+            self.source in ("file", "synthetic"),
+            "data.source",
+            f"must be file or synthetic, got {self.source!r}",
+        )
         _require(0 <= self.decimals <= 6, "data.decimals", f"must be in 0..6, got {self.decimals}")
         if isinstance(self.alpha, str):
-            _require(self.alpha == "auto", "data.alpha", f"must be > 0 or 'auto', got {self.alpha!r}")
+            _require(
+                self.alpha == "auto", "data.alpha", f"must be > 0 or 'auto', got {self.alpha!r}"
+            )
         else:
-            _require(isinstance(self.alpha, int | float) and self.alpha > 0, "data.alpha",
-                     f"must be > 0 or 'auto', got {self.alpha!r}")
-        _require(self.systems >= 3, "data.systems", f"must be >= 3 (one per split), got {self.systems}")
+            _require(
+                isinstance(self.alpha, int | float) and self.alpha > 0,
+                "data.alpha",
+                f"must be > 0 or 'auto', got {self.alpha!r}",
+            )
+        _require(
+            self.systems >= 3, "data.systems", f"must be >= 3 (one per split), got {self.systems}"
+        )
         # The shortest possible time step is one variable "d;" (+ ".dd" with decimals).
         min_step = 2 + (self.decimals + 1 if self.decimals else 0)
-        _require(self.context_tokens >= min_step, "data.context_tokens",
-                 f"must hold at least one time step ({min_step} tokens), got {self.context_tokens}")
+        _require(
+            self.context_tokens >= min_step,
+            "data.context_tokens",
+            f"must hold at least one time step ({min_step} tokens), got {self.context_tokens}",
+        )
 
 
 @dataclass
@@ -156,22 +196,53 @@ class TrainConfig:
         _require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {self.grad_accum}")
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
-        _require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}, got {self.schedule!r}")
-        _require(self.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _require(self.precision in PRECISIONS, "train.precision",
-                 f"must be one of {PRECISIONS}, got {self.precision!r}")
+        _require(
+            self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}"
+        )
+        _require(
+            self.schedule in SCHEDULES,
+            "train.schedule",
+            f"must be one of {SCHEDULES}, got {self.schedule!r}",
+        )
+        _require(
+            self.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {self.warmup_steps}"
+        )
+        _require(
+            self.precision in PRECISIONS,
+            "train.precision",
+            f"must be one of {PRECISIONS}, got {self.precision!r}",
+        )
         _require(self.eval_every >= 1, "train.eval_every", f"must be >= 1, got {self.eval_every}")
-        _require(self.patience is None or self.patience >= 1, "train.patience",
-                 f"must be >= 1 or null, got {self.patience}")
-        _require(self.checkpoint_every is None or self.checkpoint_every >= 1, "train.checkpoint_every",
-                 f"must be >= 1 or null, got {self.checkpoint_every}")
-        _require(self.keep_checkpoints >= 1, "train.keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
-        _require(self.resume in ("never", "auto"), "train.resume", f"must be never or auto, got {self.resume!r}")
-        _require(self.monitor in ("val/loss", "val/mse"), "train.monitor",
-                 f"must be val/loss or val/mse, got {self.monitor!r}")
-        _require(self.monitor != "val/mse" or self.eval_forecast, "train.monitor",
-                 "val/mse needs train.eval_forecast=true")
+        _require(
+            self.patience is None or self.patience >= 1,
+            "train.patience",
+            f"must be >= 1 or null, got {self.patience}",
+        )
+        _require(
+            self.checkpoint_every is None or self.checkpoint_every >= 1,
+            "train.checkpoint_every",
+            f"must be >= 1 or null, got {self.checkpoint_every}",
+        )
+        _require(
+            self.keep_checkpoints >= 1,
+            "train.keep_checkpoints",
+            f"must be >= 1, got {self.keep_checkpoints}",
+        )
+        _require(
+            self.resume in ("never", "auto"),
+            "train.resume",
+            f"must be never or auto, got {self.resume!r}",
+        )
+        _require(
+            self.monitor in ("val/loss", "val/mse"),
+            "train.monitor",
+            f"must be val/loss or val/mse, got {self.monitor!r}",
+        )
+        _require(
+            self.monitor != "val/mse" or self.eval_forecast,
+            "train.monitor",
+            "val/mse needs train.eval_forecast=true",
+        )
 
     @property
     def tokens_per_step_factor(self) -> int:
@@ -199,15 +270,26 @@ class EvalConfig:
     skip_llm: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.n_systems is None or self.n_systems >= 1, "eval.n_systems",
-                 f"must be >= 1 or null (all test systems), got {self.n_systems}")
-        _require(self.context_steps >= 1, "eval.context_steps", f"must be >= 1, got {self.context_steps}")
-        _require(self.horizon_steps >= 1, "eval.horizon_steps", f"must be >= 1, got {self.horizon_steps}")
+        _require(
+            self.n_systems is None or self.n_systems >= 1,
+            "eval.n_systems",
+            f"must be >= 1 or null (all test systems), got {self.n_systems}",
+        )
+        _require(
+            self.context_steps >= 1, "eval.context_steps", f"must be >= 1, got {self.context_steps}"
+        )
+        _require(
+            self.horizon_steps >= 1, "eval.horizon_steps", f"must be >= 1, got {self.horizon_steps}"
+        )
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")
         _require(self.temperature > 0, "eval.temperature", f"must be > 0, got {self.temperature}")
         _require(0 < self.top_p <= 1, "eval.top_p", f"must be in (0, 1], got {self.top_p}")
-        _require(self.max_int_digits >= 1, "eval.max_int_digits", f"must be >= 1, got {self.max_int_digits}")
+        _require(
+            self.max_int_digits >= 1,
+            "eval.max_int_digits",
+            f"must be >= 1, got {self.max_int_digits}",
+        )
 
 
 @dataclass
@@ -223,12 +305,21 @@ class BudgetConfig:
 
     def __post_init__(self) -> None:
         _require(self.max_flops > 0, "budget.max_flops", f"must be > 0, got {self.max_flops}")
-        _require(self.accounting in ACCOUNTINGS, "budget.accounting",
-                 f"must be one of {ACCOUNTINGS}, got {self.accounting!r}")
-        _require(self.backward in ("rule", "autograd"), "budget.backward",
-                 f"must be rule or autograd, got {self.backward!r}")
-        _require(self.accounting == "exact" or self.backward == "rule", "budget.backward",
-                 "autograd needs budget.accounting=exact (the seed formulas define only the rule)")
+        _require(
+            self.accounting in ACCOUNTINGS,
+            "budget.accounting",
+            f"must be one of {ACCOUNTINGS}, got {self.accounting!r}",
+        )
+        _require(
+            self.backward in ("rule", "autograd"),
+            "budget.backward",
+            f"must be rule or autograd, got {self.backward!r}",
+        )
+        _require(
+            self.accounting == "exact" or self.backward == "rule",
+            "budget.backward",
+            "autograd needs budget.accounting=exact (the seed formulas define only the rule)",
+        )
 
 
 @dataclass
@@ -243,14 +334,21 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _require(self.name in ("none", "wandb"), "logger.name", f"must be none or wandb, got {self.name!r}")
-        _require(self.mode in ("offline", "online", "disabled"), "logger.mode",
-                 f"must be offline, online or disabled, got {self.mode!r}")
+        _require(
+            self.name in ("none", "wandb"),
+            "logger.name",
+            f"must be none or wandb, got {self.name!r}",
+        )
+        _require(
+            self.mode in ("offline", "online", "disabled"),
+            "logger.mode",
+            f"must be offline, online or disabled, got {self.mode!r}",
+        )
 
 
 @dataclass
 class TrialConfig:
-    """Filled in by the budgeted Optuna sweeper so a job can report to (and be pruned by) its trial."""
+    """Set by the budgeted Optuna sweeper so a job can report to (and be pruned by) its trial."""
 
     storage: str | None = None
     study_name: str | None = None
@@ -274,8 +372,11 @@ class Settings:
     output_dir: str = "outputs"
 
     def __post_init__(self) -> None:
-        _require(self.task in ("finetune", "evaluate", "baselines"), "task",
-                 f"must be finetune, evaluate or baselines, got {self.task!r}")
+        _require(
+            self.task in ("finetune", "evaluate", "baselines"),
+            "task",
+            f"must be finetune, evaluate or baselines, got {self.task!r}",
+        )
 
 
 GROUP_SCHEMAS: dict[str, type] = {

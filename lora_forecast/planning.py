@@ -69,14 +69,19 @@ def run_shape(settings: Settings) -> RunShape:
     n_systems, n_steps, n_vars = data_shape(settings)
     split = settings.data.split
     systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
-    per_step = tokens_per_step_upper_bound(n_vars, settings.data.decimals, settings.eval.max_int_digits)
+    per_step = tokens_per_step_upper_bound(
+        n_vars, settings.data.decimals, settings.eval.max_int_digits
+    )
     series_tokens = n_steps * per_step - 1
     context = settings.data.context_tokens
     n_val = count_windows([series_tokens] * len(systems.val), context, context)
     if settings.train.val_max_windows is not None:
         n_val = min(n_val, settings.train.val_max_windows)
-    n_test = len(systems.test) if settings.eval.n_systems is None else min(
-        settings.eval.n_systems, len(systems.test))
+    n_test = (
+        len(systems.test)
+        if settings.eval.n_systems is None
+        else min(settings.eval.n_systems, len(systems.test))
+    )
     return RunShape(
         n_vars=n_vars,
         tokens_per_step=per_step,
@@ -105,8 +110,13 @@ class CostPrediction:
         return self.training + self.validation + self.forecasting
 
     def as_dict(self) -> dict[str, float | str]:
-        return {"training": self.training, "validation": self.validation,
-                "forecasting": self.forecasting, "total": self.total, "accounting": self.accounting}
+        return {
+            "training": self.training,
+            "validation": self.validation,
+            "forecasting": self.forecasting,
+            "total": self.total,
+            "accounting": self.accounting,
+        }
 
 
 def flops_counter(settings: Settings, arch: Architecture | None = None):
@@ -123,8 +133,9 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
 
     def count(mode: str, context_tokens: int, **kwargs: int) -> float:
         extra = {"backward": settings.budget.backward} if mode == "train" else {}
-        return count_flops(arch, mode=mode, context_tokens=context_tokens, **common, **extra,
-                           **kwargs).total
+        return count_flops(
+            arch, mode=mode, context_tokens=context_tokens, **common, **extra, **kwargs
+        ).total
 
     return count
 
@@ -152,7 +163,11 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
         validation = shape.n_evaluations * shape.n_val_windows * per_window
         if train.eval_forecast:
             validation += shape.n_evaluations * train.eval_forecast_systems * forecast_one
-    forecasting = 0.0 if settings.eval.skip_llm else (
-        shape.n_test_systems * settings.eval.num_samples * forecast_one)
-    return CostPrediction(training, validation, forecasting, settings.budget.accounting,
-                          per_step, per_window)
+    forecasting = (
+        0.0
+        if settings.eval.skip_llm
+        else (shape.n_test_systems * settings.eval.num_samples * forecast_one)
+    )
+    return CostPrediction(
+        training, validation, forecasting, settings.budget.accounting, per_step, per_window
+    )

@@ -20,9 +20,15 @@ from lora_forecast.training.schedule import lr_multiplier
 @pytest.mark.parametrize(
     ("schedule", "step", "expected"),
     [
-        ("constant", 0, 1.0), ("constant", 99, 1.0),
-        ("linear", 0, 1.0), ("linear", 50, 0.5), ("linear", 100, 0.0),
-        ("cosine", 0, 1.0), ("cosine", 50, 0.5), ("cosine", 100, 0.0), ("cosine", 25, (1 + math.cos(math.pi / 4)) / 2),
+        ("constant", 0, 1.0),
+        ("constant", 99, 1.0),
+        ("linear", 0, 1.0),
+        ("linear", 50, 0.5),
+        ("linear", 100, 0.0),
+        ("cosine", 0, 1.0),
+        ("cosine", 50, 0.5),
+        ("cosine", 100, 0.0),
+        ("cosine", 25, (1 + math.cos(math.pi / 4)) / 2),
     ],
 )
 def test_schedule_values(schedule: str, step: int, expected: float) -> None:
@@ -74,8 +80,14 @@ def test_batch_order_shards_ranks_disjointly() -> None:
 
 def _save(directory: Path, step: int, keep: int = 2) -> Path:
     return ckpt.save_checkpoint(
-        directory, step, trainable={"w": torch.full((2,), float(step))},
-        optimizer={"state": {}}, scheduler={"last_epoch": step}, state={"step": step}, keep=keep)
+        directory,
+        step,
+        trainable={"w": torch.full((2,), float(step))},
+        optimizer={"state": {}},
+        scheduler={"last_epoch": step},
+        state={"step": step},
+        keep=keep,
+    )
 
 
 def test_checkpoints_round_trip_and_keep_newest(tmp_path: Path) -> None:

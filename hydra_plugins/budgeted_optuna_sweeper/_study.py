@@ -37,6 +37,7 @@ from optuna.samplers import (
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from lora_forecast.budget.store import pid_alive
 from lora_forecast.training.pruning import journal_path, open_storage
 
 log = logging.getLogger(__name__)
@@ -122,16 +123,6 @@ def open_study(storage_url: str, study_name: str, sampler: BaseSampler,
     return study, storage
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
     """FAIL the RUNNING trials owned by a sweeper of this host whose process is gone (works for
     every storage, heartbeat or not); returns those this call failed."""
@@ -140,7 +131,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         try:
             study.tell(trial.number, state=TrialState.FAIL)

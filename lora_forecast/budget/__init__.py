@@ -1,9 +1,10 @@
 """The study's FLOPs budget: predict a run's cost, admit it against a shared ledger, meter it.
 
-Flow of one run: ``lora_forecast.planning.predict_cost`` -> :func:`admit` (reserve in the :class:`Ledger` or
-raise ``BudgetExceededError``) -> ``Ledger.start`` -> :class:`FlopsMeter` ``can_afford`` / ``add``
-/ ``flush`` while training -> ``FlopsMeter.settle``. ``python -m lora_forecast.budget report``
-prints the study's table; :mod:`lora_forecast.budget.callback` closes runs a crash left open.
+Flow of one run: ``lora_forecast.planning.predict_cost`` -> :func:`admit` (reserve in the
+:class:`Ledger` or raise ``BudgetExceededError``) -> ``Ledger.start`` -> :class:`FlopsMeter`
+``can_afford`` / ``add`` / ``flush`` while training -> ``FlopsMeter.settle``.
+``python -m lora_forecast.budget report`` prints the study's table;
+:mod:`lora_forecast.budget.callback` closes runs a crash left open.
 """
 
 from lora_forecast.budget.guard import (

@@ -45,16 +45,27 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     ``alpha: auto`` is chosen from the training split only, so no test value leaks into it.
     """
     trajectories, time = load_trajectories(data_path(cfg))
-    split = split_systems(len(trajectories), cfg.split.train, cfg.split.val, cfg.split.test,
-                          cfg.split.seed)
+    split = split_systems(
+        len(trajectories), cfg.split.train, cfg.split.val, cfg.split.test, cfg.split.seed
+    )
     alpha = choose_alpha(trajectories[split.train]) if cfg.alpha == "auto" else float(cfg.alpha)
-    log.info("data: %d systems x %d steps x %d variables; split %d/%d/%d; alpha %.4g",
-             *trajectories.shape, len(split.train), len(split.val), len(split.test), alpha)
+    log.info(
+        "data: %d systems x %d steps x %d variables; split %d/%d/%d; alpha %.4g",
+        *trajectories.shape,
+        len(split.train),
+        len(split.val),
+        len(split.test),
+        alpha,
+    )
     return PreparedData(trajectories, time, split, LLMTimeCodec(alpha, cfg.decimals))
 
 
 def token_windows(
-    data: PreparedData, systems: np.ndarray, context_tokens: int, stride: int, vocab: dict[str, int],
+    data: PreparedData,
+    systems: np.ndarray,
+    context_tokens: int,
+    stride: int,
+    vocab: dict[str, int],
     pad_id: int,
 ) -> TokenWindows:
     """Windows of ``context_tokens`` tokens over the LLMTIME text of ``systems``."""
