@@ -18,13 +18,13 @@ from typing import Any
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
+from lora_forecast.budget.callback import read_run_id, write_run_id
 from lora_forecast.budget.guard import format_dry_run, rejection_message
 from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import Settings, to_settings
 from lora_forecast.errors import BudgetExceededError, LoraForecastError
 from lora_forecast.planning import CostPrediction, predict_cost
-from lora_forecast.budget.callback import read_run_id, write_run_id
 from lora_forecast.results import config_digest, write_results
 from lora_forecast.tracking import make_tracker
 from lora_forecast.training.signals import graceful_stop
@@ -140,10 +140,10 @@ def _admitted_run(settings: Settings, config: dict[str, Any], prediction: CostPr
     meter = _admit(settings, config, prediction, ledger, run_dir) if main else FlopsMeter(
         None, None, prediction.total)
     identity = _identity(settings, config, meter.run_id)
-    tracker = make_tracker(settings.logger, run_dir=run_dir, run_name=run_dir.name,
-                           config=config, is_main_process=main)
-    started, status, payload = time.time(), "failed", {}
-    try:
+    started, status, payload, tracker = time.time(), "failed", {}, None
+    try:  # from here on the reservation is held: whatever fails is settled in `finally`
+        tracker = make_tracker(settings.logger, run_dir=run_dir, run_name=run_dir.name,
+                               config=config, is_main_process=main)
         with graceful_stop() as stop:
             ctx = RunContext(meter=meter, prediction=prediction, accelerator=accelerator,
                              tracker=tracker, reporter=TrialReporter.from_settings(settings.trial),
@@ -158,7 +158,8 @@ def _admitted_run(settings: Settings, config: dict[str, Any], prediction: CostPr
                        "flops": {**_flops_block(settings, prediction, meter.spent, ledger),
                                  "spent_by_kind": meter.by_kind}}
             write_results(run_dir, results)
-            _finish_tracker(tracker, run_dir, results)
+            if tracker is not None:
+                _finish_tracker(tracker, run_dir, results)
     if status == "interrupted":
         raise RunInterrupted(f"run interrupted; resume with train.resume=auto "
                              f"hydra.run.dir={run_dir}")

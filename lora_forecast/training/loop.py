@@ -121,11 +121,13 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         optimizer, scheduler = build_optimizer(model, cfg)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
-        self.order = BatchOrder(len(train_set), cfg.batch_size, cfg.seed,
+        # One draw of batch_size x grad_accum windows per optimiser step, then split into
+        # micro-batches: a step trains on the same windows however it is accumulated, and the
+        # data position a checkpoint needs is the step counter itself.
+        self.order = BatchOrder(len(train_set), cfg.batch_size * cfg.grad_accum, cfg.seed,
                                 accelerator.num_processes, accelerator.process_index)
         self.stopper = EarlyStopping(cfg.patience, cfg.min_delta)
         self.step = 0
-        self.micro_batch = 0
         self.history: list[dict[str, float]] = []
         self.resumed_from: str | None = None
 
@@ -145,14 +147,13 @@ class Trainer:
             record = self._train_step()
             bar.update(1)
             bar.set_postfix(loss=f"{record['train/loss']:.4f}")
-            if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps:
-                reason = self._evaluate(record)
-                if reason:
-                    end_reason = reason
-                    self._log(record)
-                    break
-            self._log(record)
-            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+            evaluated = self.step % self.cfg.eval_every == 0 or self.step == self.cfg.max_steps
+            reason = self._evaluate(record) if evaluated else None
+            self._log(record)  # before checkpointing: a resumed history must hold this step
+            if reason:
+                end_reason = reason
+                break  # _finish checkpoints this step
+            if self._checkpoint_due(evaluated):
                 self.save_checkpoint()
         bar.close()
         self._finish()
@@ -160,6 +161,11 @@ class Trainer:
                            None if math.isinf(self.stopper.best) else self.stopper.best,
                            None if self.stopper.best_step < 0 else self.stopper.best_step,
                            self.history, self.resumed_from)
+
+    def _checkpoint_due(self, evaluated: bool) -> bool:
+        """``checkpoint_every`` steps, or at every evaluation when it is null."""
+        every = self.cfg.checkpoint_every
+        return evaluated if every is None else self.step % every == 0
 
     def _log(self, record: dict[str, float]) -> None:
         self.history.append(record)
@@ -170,9 +176,10 @@ class Trainer:
     def _train_step(self) -> dict[str, float]:
         started = time.perf_counter()
         self.model.train()
-        batches = [collate(self.train_set, self.order.indices(self.micro_batch + k).tolist(),
-                           self.acc.device) for k in range(self.cfg.grad_accum)]
-        self.micro_batch += self.cfg.grad_accum
+        indices = self.order.indices(self.step).tolist()  # this step's windows, all of them
+        size = self.cfg.batch_size
+        batches = [collate(self.train_set, indices[i:i + size], self.acc.device)
+                   for i in range(0, len(indices), size)]
         total_tokens = sum(label_tokens(b) for b in batches)
         loss_sum = 0.0
         for k, batch in enumerate(batches):
@@ -224,8 +231,6 @@ class Trainer:
             reason = "pruned"
         elif self.stopper.should_stop:
             reason = "early_stopped"
-        if self.cfg.checkpoint_every is None:
-            self.save_checkpoint()
         return reason
 
     def _val_window_count(self) -> int:
@@ -256,8 +261,9 @@ class Trainer:
         if not self.acc.is_main_process:
             return None
         self.hooks.meter.flush()
-        state = {"step": self.step, "micro_batch": self.micro_batch, "history": self.history,
-                 "early_stopping": self.stopper.state_dict(), "meter": self.hooks.meter.state_dict()}
+        state = {"step": self.step, "history": self.history,
+                 "early_stopping": self.stopper.state_dict(),
+                 "meter": self.hooks.meter.state_dict()}
         return ckpt.save_checkpoint(
             self.run_dir / "checkpoints", self.step,
             trainable=trainable_state(self.acc.unwrap_model(self.model)),
@@ -273,7 +279,7 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint.scheduler)
         ckpt.restore_rng(checkpoint.rng)
         state = checkpoint.state
-        self.step, self.micro_batch = state["step"], state["micro_batch"]
+        self.step = state["step"]  # also the data position (see BatchOrder in __init__)
         self.history = state["history"]
         self.stopper.load_state_dict(state["early_stopping"])
         if state["meter"].get("run_id") in (None, getattr(self.hooks.meter, "run_id", None)):
