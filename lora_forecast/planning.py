@@ -8,6 +8,7 @@ Shared by the task (admission, ``budget.dry_run``) and the sweeper (admission be
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,13 +141,20 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
     return count
 
 
+def data_parallel_processes() -> int:
+    """Processes of an ``accelerate launch`` / torchrun job: each trains and validates its own
+    batches, so training and validation cost scale with it (test forecasting runs once)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPrediction:
     """Predicted FLOPs of the configured run: training, validation and forecasting.
 
-    Training: ``max_steps`` optimiser steps of ``batch_size x grad_accum`` full windows.
-    Validation: ``max_steps // eval_every + 1`` evaluations (the last step always evaluates)
-    of the capped validation windows, plus forecasting a validation subset when
-    ``train.eval_forecast``. Forecasting: every scored test system x ``eval.num_samples``.
+    Training: ``max_steps`` optimiser steps of ``batch_size x grad_accum`` full windows per
+    process. Validation: ``max_steps // eval_every + 1`` evaluations (the last step always
+    evaluates) of the capped validation windows, plus forecasting a validation subset when
+    ``train.eval_forecast``, per process. Forecasting: every scored test system x
+    ``eval.num_samples``, on the main process only.
     """
     if settings.task == "baselines":
         return CostPrediction(0.0, 0.0, 0.0, settings.budget.accounting, 0.0, 0.0)
@@ -154,20 +162,20 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     shape = run_shape(settings)
     count = flops_counter(settings, arch)
     context, train = settings.data.context_tokens, settings.train
-    per_step = count("train", context, batch_size=train.batch_size * train.grad_accum)
-    per_window = count("forward", context)
+    processes = data_parallel_processes()
+    per_step = processes * count("train", context, batch_size=train.batch_size * train.grad_accum)
+    per_window = processes * count("forward", context)
     forecast_one = count("inference", shape.prompt_tokens, new_tokens=shape.horizon_tokens)
     training = validation = 0.0
     if settings.task == "finetune" and train.max_steps > 0:
         training = per_step * train.max_steps
         validation = shape.n_evaluations * shape.n_val_windows * per_window
         if train.eval_forecast:
-            validation += shape.n_evaluations * train.eval_forecast_systems * forecast_one
-    forecasting = (
-        0.0
-        if settings.eval.skip_llm
-        else (shape.n_test_systems * settings.eval.num_samples * forecast_one)
-    )
+            per_eval = processes * train.eval_forecast_systems * forecast_one
+            validation += shape.n_evaluations * per_eval
+    forecasting = 0.0
+    if not settings.eval.skip_llm:
+        forecasting = shape.n_test_systems * settings.eval.num_samples * forecast_one
     return CostPrediction(
         training, validation, forecasting, settings.budget.accounting, per_step, per_window
     )

@@ -20,12 +20,12 @@ from accelerate.utils import set_seed
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.windows import alphabet_ids
+from lora_forecast.evaluation.metrics import score_forecasts
 from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
 from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
-from lora_forecast.evaluation.metrics import score_forecasts
 from lora_forecast.forecasting import forecast
-from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.forecasting.decoding import full_head_logits_fn
+from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.models.numeric_head import loss_fn_for, numeric_logits_fn, numeric_token_ids
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.planning import CostPrediction, flops_counter, predict_cost
@@ -47,8 +47,9 @@ LOGITS_FNS = {
 def batch_loss_fn(head: str, tokenizer: Any):
     """The training loop's ``loss_fn(model, batch)`` for ``model.head``."""
     loss = loss_fn_for(head, numeric_token_ids(tokenizer))
-    return lambda model, batch: loss(model, batch["input_ids"], batch["attention_mask"],
-                                     batch["labels"])
+    return lambda model, batch: loss(
+        model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+    )
 
 
 @dataclass
@@ -72,13 +73,23 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         data.split.save(run_dir / "split.json")
     payload: dict[str, Any] = {"train": None, "metrics": None, "baselines": {}}
     contexts, truth, t_context, t_future = cut_eval_windows(
-        data.trajectories[data.split.test], data.time, settings.eval.context_steps,
-        settings.eval.horizon_steps, settings.eval.n_systems)
+        data.trajectories[data.split.test],
+        data.time,
+        settings.eval.context_steps,
+        settings.eval.horizon_steps,
+        settings.eval.n_systems,
+    )
     if settings.eval.baselines:
         payload["baselines"] = evaluate_baselines(
-            list(settings.eval.baselines), data.trajectories[data.split.test], data.time,
-            settings.eval.context_steps, settings.eval.horizon_steps, settings.eval.n_systems,
-            settings.eval.bootstrap, settings.eval.seed)
+            list(settings.eval.baselines),
+            data.trajectories[data.split.test],
+            data.time,
+            settings.eval.context_steps,
+            settings.eval.horizon_steps,
+            settings.eval.n_systems,
+            settings.eval.bootstrap,
+            settings.eval.seed,
+        )
     if settings.task == "baselines" or settings.eval.skip_llm:
         payload["end_reason"] = "completed"
         return payload
@@ -87,8 +98,8 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         result = train(settings, model, data, run_dir, ctx)
         payload["train"] = {k: v for k, v in result.summary().items()}
         payload["end_reason"] = result.end_reason
-        if result.end_reason in ("interrupted", "pruned"):
-            return payload
+        if result.end_reason in ("interrupted", "pruned") or not ctx.accelerator.is_main_process:
+            return payload  # data-parallel ranks stop here; the main process forecasts once
         _load_best(model, run_dir)
     else:
         payload["end_reason"] = "completed"
@@ -98,24 +109,31 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         return payload
     sampled = settings.eval.num_samples > 1  # intervals and CRPS only mean something then
     payload["metrics"] = score_forecasts(
-        truth, fc.point, parsed_systems=fc.parsed.any(axis=1),
-        lower=fc.lower if sampled else None, upper=fc.upper if sampled else None,
+        truth,
+        fc.point,
+        parsed_systems=fc.parsed.any(axis=1),
+        lower=fc.lower if sampled else None,
+        upper=fc.upper if sampled else None,
         samples=fc.samples if sampled else None,
-        n_boot=settings.eval.bootstrap, seed=settings.eval.seed)
+        n_boot=settings.eval.bootstrap,
+        seed=settings.eval.seed,
+    )
     payload["metrics"]["sample_parse_failures"] = int(fc.sample_parse_failures)
     if ctx.accelerator.is_main_process:
         _plots(run_dir, contexts, truth, fc, t_context, t_future, payload, settings)
     return payload
 
 
-def train(settings: Settings, model: torch.nn.Module, data: PreparedData, run_dir: Path,
-          ctx: RunContext) -> TrainResult:
+def train(
+    settings: Settings, model: torch.nn.Module, data: PreparedData, run_dir: Path, ctx: RunContext
+) -> TrainResult:
     """Build the windows and run the :class:`Trainer`."""
     tokenizer = qwen_tokenizer()
     vocab = alphabet_ids(tokenizer)
     context = settings.data.context_tokens
-    train_set = token_windows(data, data.split.train, context, context // 2, vocab,
-                              tokenizer.pad_token_id)
+    train_set = token_windows(
+        data, data.split.train, context, context // 2, vocab, tokenizer.pad_token_id
+    )
     val_set = token_windows(data, data.split.val, context, context, vocab, tokenizer.pad_token_id)
     log.info("windows: %d train, %d validation (%d tokens)", len(train_set), len(val_set), context)
     hooks = TrainHooks(
@@ -146,25 +164,48 @@ def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext) -> float:
     count = flops_counter(settings)
     return sum(
         count("inference", int(p), new_tokens=int(g))
-        for p, row in zip(fc.prompt_tokens, fc.generated_tokens, strict=True) for g in row if g > 0)
+        for p, row in zip(fc.prompt_tokens, fc.generated_tokens, strict=True)
+        for g in row
+        if g > 0
+    )
 
 
-def _run_forecast(settings: Settings, model: torch.nn.Module, codec: Any, contexts: np.ndarray,
-                  ctx: RunContext, n_samples: int | None = None) -> Any:
+def _run_forecast(
+    settings: Settings,
+    model: torch.nn.Module,
+    codec: Any,
+    contexts: np.ndarray,
+    ctx: RunContext,
+    n_samples: int | None = None,
+) -> Any:
     model.eval()
     tokenizer = qwen_tokenizer()
     return forecast(
-        model, codec, contexts, horizon_steps=settings.eval.horizon_steps,
-        batch_size=settings.eval.batch_size, constrained=settings.eval.constrained,
-        num_samples=n_samples or settings.eval.num_samples, temperature=settings.eval.temperature,
-        top_p=settings.eval.top_p, max_int_digits=settings.eval.max_int_digits,
-        seed=settings.eval.seed, logits_fn=LOGITS_FNS[settings.model.head](
-            model, numeric_token_ids(tokenizer, include_eos=True)),
-        progress=ctx.progress)
+        model,
+        codec,
+        contexts,
+        horizon_steps=settings.eval.horizon_steps,
+        batch_size=settings.eval.batch_size,
+        constrained=settings.eval.constrained,
+        num_samples=n_samples or settings.eval.num_samples,
+        temperature=settings.eval.temperature,
+        top_p=settings.eval.top_p,
+        max_int_digits=settings.eval.max_int_digits,
+        seed=settings.eval.seed,
+        logits_fn=LOGITS_FNS[settings.model.head](
+            model, numeric_token_ids(tokenizer, include_eos=True)
+        ),
+        progress=ctx.progress,
+    )
 
 
-def _forecast_test(settings: Settings, model: torch.nn.Module, data: PreparedData,
-                   contexts: np.ndarray, ctx: RunContext) -> Any | None:
+def _forecast_test(
+    settings: Settings,
+    model: torch.nn.Module,
+    data: PreparedData,
+    contexts: np.ndarray,
+    ctx: RunContext,
+) -> Any | None:
     """Forecast the test systems if the reservation still covers it (else None)."""
     if not ctx.meter.can_afford(ctx.prediction.forecasting):
         return None
@@ -179,23 +220,42 @@ def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext)
     if not settings.train.eval_forecast:
         return None
     systems = data.trajectories[data.split.val][: settings.train.eval_forecast_systems]
-    contexts, truth, _, _ = cut_eval_windows(systems, data.time, settings.eval.context_steps,
-                                             settings.eval.horizon_steps, None)
+    contexts, truth, _, _ = cut_eval_windows(
+        systems, data.time, settings.eval.context_steps, settings.eval.horizon_steps, None
+    )
 
     def validate(model: torch.nn.Module) -> tuple[float, float]:
         fc = _run_forecast(settings, model, data.codec, contexts, ctx, n_samples=1)
         parsed = fc.parsed.any(axis=1)
         err = np.nanmean((fc.point[parsed] - truth[parsed]) ** 2) if parsed.any() else np.inf
         model.train()
-        return float(err), _forecast_cost(settings, fc, ctx)
+        # every data-parallel process forecasts the same subset; the main one meters them all
+        return float(err), _forecast_cost(settings, fc, ctx) * ctx.accelerator.num_processes
 
     return validate
 
 
-def _plots(run_dir: Path, contexts: np.ndarray, truth: np.ndarray, fc: Any, t_context: np.ndarray,
-           t_future: np.ndarray, payload: dict[str, Any], settings: Settings) -> None:
-    plot_forecasts(run_dir / "forecasts.png", contexts, truth, fc.point, fc.lower, fc.upper,
-                   t_context, t_future, n_systems=settings.eval.plot_systems)
+def _plots(
+    run_dir: Path,
+    contexts: np.ndarray,
+    truth: np.ndarray,
+    fc: Any,
+    t_context: np.ndarray,
+    t_future: np.ndarray,
+    payload: dict[str, Any],
+    settings: Settings,
+) -> None:
+    plot_forecasts(
+        run_dir / "forecasts.png",
+        contexts,
+        truth,
+        fc.point,
+        fc.lower,
+        fc.upper,
+        t_context,
+        t_future,
+        n_systems=settings.eval.plot_systems,
+    )
     per_step = {"LLM": payload["metrics"]["mse_per_step"]}
     per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})
     plot_error_per_step(run_dir / "error_per_step.png", per_step)

@@ -24,6 +24,7 @@ from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import Settings, to_settings
 from lora_forecast.errors import BudgetExceededError, LoraForecastError
+from lora_forecast.models.build import check_model_available
 from lora_forecast.planning import CostPrediction, predict_cost
 from lora_forecast.results import config_digest, write_results
 from lora_forecast.tracking import make_tracker
@@ -33,8 +34,12 @@ log = logging.getLogger(__name__)
 
 # End reason -> ledger/results status (what a sweeper and the report read).
 STATUS_OF_END = {
-    "max_steps": "completed", "early_stopped": "completed", "completed": "completed",
-    "stopped_budget": "stopped_budget", "interrupted": "interrupted", "pruned": "pruned",
+    "max_steps": "completed",
+    "early_stopped": "completed",
+    "completed": "completed",
+    "stopped_budget": "stopped_budget",
+    "interrupted": "interrupted",
+    "pruned": "pruned",
 }
 EXIT_INTERRUPTED = 130
 
@@ -75,6 +80,7 @@ def _run_task(cfg: DictConfig, run_dir: Path) -> float | None:
     if settings.budget.dry_run:
         print(format_dry_run(prediction, _remaining_read_only(settings), settings.budget.max_flops))
         return None
+    check_model_available(settings.model)  # fail before anything is reserved or written
     ledger = Ledger(settings.budget.ledger_url)
     try:
         return _admitted_run(settings, config, prediction, ledger, run_dir)
@@ -93,22 +99,44 @@ def _remaining_read_only(settings: Settings) -> float:
 
 
 def _identity(settings: Settings, config: dict[str, Any], run_id: str | None) -> dict[str, Any]:
-    return {"run_id": run_id, "experiment": settings.experiment, "study": settings.budget.study,
-            "task": settings.task, "config_digest": config_digest(config), "config": config}
+    return {
+        "run_id": run_id,
+        "experiment": settings.experiment,
+        "study": settings.budget.study,
+        "task": settings.task,
+        "config_digest": config_digest(config),
+        "config": config,
+    }
 
 
-def _admit(settings: Settings, config: dict[str, Any], prediction: CostPrediction,
-           ledger: Ledger, run_dir: Path) -> FlopsMeter:
+def _admit(
+    settings: Settings,
+    config: dict[str, Any],
+    prediction: CostPrediction,
+    ledger: Ledger,
+    run_dir: Path,
+) -> FlopsMeter:
     """Reserve the predicted FLOPs (or reopen the run being resumed); reject if over budget."""
     budget = settings.budget
     reservation = ledger.reserve(
-        study=budget.study, experiment=settings.experiment, config_digest=config_digest(config),
-        accounting=budget.accounting, predicted=prediction.total, budget=budget.max_flops,
-        run_id=_previous_run_id(settings, run_dir))
+        study=budget.study,
+        experiment=settings.experiment,
+        config_digest=config_digest(config),
+        accounting=budget.accounting,
+        predicted=prediction.total,
+        budget=budget.max_flops,
+        run_id=_previous_run_id(settings, run_dir),
+    )
     if isinstance(reservation, Rejection):
-        write_results(run_dir, {**_identity(settings, config, reservation.run_id),
-                                "status": "rejected", "end_reason": "rejected",
-                                "flops": _flops_block(settings, prediction, 0.0, ledger)})
+        write_results(
+            run_dir,
+            {
+                **_identity(settings, config, reservation.run_id),
+                "status": "rejected",
+                "end_reason": "rejected",
+                "flops": _flops_block(settings, prediction, 0.0, ledger),
+            },
+        )
         raise BudgetExceededError(rejection_message(reservation))
     write_run_id(run_dir, reservation.run_id)
     ledger.start(reservation.run_id)
@@ -121,48 +149,79 @@ def _previous_run_id(settings: Settings, run_dir: Path) -> str | None:
     return read_run_id(run_dir) if resuming else None
 
 
-def _flops_block(settings: Settings, prediction: CostPrediction, spent: float,
-                 ledger: Ledger) -> dict[str, Any]:
+def _flops_block(
+    settings: Settings, prediction: CostPrediction, spent: float, ledger: Ledger
+) -> dict[str, Any]:
     budget = settings.budget
-    return {"predicted": prediction.total, "spent": spent, "accounting": budget.accounting,
-            "budget": budget.max_flops,
-            "remaining": ledger.remaining(budget.study, budget.max_flops),
-            "breakdown": prediction.as_dict()}
+    return {
+        "predicted": prediction.total,
+        "spent": spent,
+        "accounting": budget.accounting,
+        "budget": budget.max_flops,
+        "remaining": ledger.remaining(budget.study, budget.max_flops),
+        "breakdown": prediction.as_dict(),
+    }
 
 
-def _admitted_run(settings: Settings, config: dict[str, Any], prediction: CostPrediction,
-                  ledger: Ledger, run_dir: Path) -> float | None:
+def _admitted_run(
+    settings: Settings,
+    config: dict[str, Any],
+    prediction: CostPrediction,
+    ledger: Ledger,
+    run_dir: Path,
+) -> float | None:
     from lora_forecast.run import RunContext, run  # model/data stack only for admitted runs
     from lora_forecast.training.pruning import TrialReporter
 
     accelerator = Accelerator(mixed_precision=precision_for(settings), cpu=not _has_cuda())
     main = accelerator.is_main_process
-    meter = _admit(settings, config, prediction, ledger, run_dir) if main else FlopsMeter(
-        None, None, prediction.total)
+    meter = (
+        _admit(settings, config, prediction, ledger, run_dir)
+        if main
+        else FlopsMeter(None, None, prediction.total)
+    )
     identity = _identity(settings, config, meter.run_id)
     started, status, payload, tracker = time.time(), "failed", {}, None
     try:  # from here on the reservation is held: whatever fails is settled in `finally`
-        tracker = make_tracker(settings.logger, run_dir=run_dir, run_name=run_dir.name,
-                               config=config, is_main_process=main)
+        tracker = make_tracker(
+            settings.logger,
+            run_dir=run_dir,
+            run_name=run_dir.name,
+            config=config,
+            is_main_process=main,
+        )
         with graceful_stop() as stop:
-            ctx = RunContext(meter=meter, prediction=prediction, accelerator=accelerator,
-                             tracker=tracker, reporter=TrialReporter.from_settings(settings.trial),
-                             stop=stop)
+            ctx = RunContext(
+                meter=meter,
+                prediction=prediction,
+                accelerator=accelerator,
+                tracker=tracker,
+                reporter=TrialReporter.from_settings(settings.trial),
+                stop=stop,
+            )
             payload = run(settings, run_dir, ctx)
         status = STATUS_OF_END.get(payload.get("end_reason", "completed"), "completed")
     finally:
         meter.settle(status)
         if main:
             payload.setdefault("end_reason", status)
-            results = {**identity, "status": status, **payload, "seconds": time.time() - started,
-                       "flops": {**_flops_block(settings, prediction, meter.spent, ledger),
-                                 "spent_by_kind": meter.by_kind}}
+            results = {
+                **identity,
+                "status": status,
+                **payload,
+                "seconds": time.time() - started,
+                "flops": {
+                    **_flops_block(settings, prediction, meter.spent, ledger),
+                    "spent_by_kind": meter.by_kind,
+                },
+            }
             write_results(run_dir, results)
             if tracker is not None:
                 _finish_tracker(tracker, run_dir, results)
     if status == "interrupted":
-        raise RunInterrupted(f"run interrupted; resume with train.resume=auto "
-                             f"hydra.run.dir={run_dir}")
+        raise RunInterrupted(
+            f"run interrupted; resume with train.resume=auto hydra.run.dir={run_dir}"
+        )
     return monitored_value(settings, payload)
 
 
@@ -175,8 +234,13 @@ def _has_cuda() -> bool:
 def _finish_tracker(tracker: Any, run_dir: Path, results: dict[str, Any]) -> None:
     metrics = results.get("metrics") or {}
     summary = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
-    summary.update({"status": results["status"], "end_reason": results["end_reason"],
-                    "flops/spent": results["flops"]["spent"]})
+    summary.update(
+        {
+            "status": results["status"],
+            "end_reason": results["end_reason"],
+            "flops/spent": results["flops"]["spent"],
+        }
+    )
     for image in ("forecasts.png", "error_per_step.png"):
         if (run_dir / image).is_file():
             tracker.log_image(image.removesuffix(".png"), run_dir / image)

@@ -1,8 +1,10 @@
-"""Deterministic, resumable batch order: micro-batch ``i`` is a pure function of (seed, i).
+"""Deterministic, resumable batch order: batch ``i`` is a pure function of (seed, i).
 
-Each epoch is a fresh permutation drawn from ``seed + epoch``, so the data-loader position a
-checkpoint needs is one integer (the micro-batch counter), and a resumed run sees exactly the
-batches an uninterrupted run would have seen. Data-parallel ranks take interleaved micro-batches.
+The loop builds it with ``batch_size x grad_accum`` and indexes it by optimiser step, then
+splits each draw into micro-batches, so accumulation sees exactly the windows of one larger
+batch. Each epoch is a fresh permutation drawn from ``seed + epoch``, so the data-loader
+position a checkpoint needs is one integer (the step), and a resumed run sees exactly the
+batches an uninterrupted run would have seen. Data-parallel ranks take interleaved batches.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BatchOrder:
-    """Indices of micro-batch ``i`` over a dataset of ``n`` windows."""
+    """Indices of batch ``i`` over a dataset of ``n`` windows."""
 
     n: int
     batch_size: int
@@ -30,9 +32,9 @@ class BatchOrder:
     def batches_per_epoch(self) -> int:
         return -(-self.n // self.batch_size)
 
-    def indices(self, micro_batch: int) -> np.ndarray:
-        """Window indices of this rank's micro-batch number ``micro_batch`` (0-based, global)."""
-        global_index = micro_batch * self.world_size + self.rank
+    def indices(self, batch: int) -> np.ndarray:
+        """Window indices of this rank's batch number ``batch`` (0-based, global)."""
+        global_index = batch * self.world_size + self.rank
         epoch, position = divmod(global_index, self.batches_per_epoch)
         permutation = np.random.default_rng(self.seed + epoch).permutation(self.n)
         return permutation[position * self.batch_size : (position + 1) * self.batch_size]

@@ -73,11 +73,16 @@ def save_checkpoint(
     """Write ``directory/step_XXXXXXX`` atomically and keep only the newest ``keep`` ones."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{step:07d}"
+    for stale in directory.glob(".tmp-*"):  # left by a writer killed mid-checkpoint
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    payloads = {"trainable.pt": trainable, "optimizer.pt": optimizer,
-                "scheduler.pt": scheduler, "rng.pt": capture_rng()}
+    payloads = {
+        "trainable.pt": trainable,
+        "optimizer.pt": optimizer,
+        "scheduler.pt": scheduler,
+        "rng.pt": capture_rng(),
+    }
     for name, payload in payloads.items():
         torch.save(payload, tmp / name)
     (tmp / "state.json").write_text(json.dumps(state, indent=1))

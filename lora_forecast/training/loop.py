@@ -120,12 +120,19 @@ class Trainer:
         self.cfg, self.run_dir, self.hooks, self.acc = cfg, run_dir, hooks, accelerator
         self.train_set, self.val_set = train_set, val_set
         optimizer, scheduler = build_optimizer(model, cfg)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(
+            model, optimizer, scheduler
+        )
         # One draw of batch_size x grad_accum windows per optimiser step, then split into
         # micro-batches: a step trains on the same windows however it is accumulated, and the
         # data position a checkpoint needs is the step counter itself.
-        self.order = BatchOrder(len(train_set), cfg.batch_size * cfg.grad_accum, cfg.seed,
-                                accelerator.num_processes, accelerator.process_index)
+        self.order = BatchOrder(
+            len(train_set),
+            cfg.batch_size * cfg.grad_accum,
+            cfg.seed,
+            accelerator.num_processes,
+            accelerator.process_index,
+        )
         self.stopper = EarlyStopping(cfg.patience, cfg.min_delta)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -135,8 +142,12 @@ class Trainer:
     def fit(self) -> TrainResult:
         self._resume()
         end_reason = "max_steps"
-        bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train",
-                   disable=not (self.hooks.progress and self.acc.is_main_process))
+        bar = tqdm(
+            total=self.cfg.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (self.hooks.progress and self.acc.is_main_process),
+        )
         while self.step < self.cfg.max_steps:
             if self.hooks.stop.requested:
                 end_reason = "interrupted"
@@ -157,10 +168,14 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         self._finish()
-        return TrainResult(self.step, end_reason,
-                           None if math.isinf(self.stopper.best) else self.stopper.best,
-                           None if self.stopper.best_step < 0 else self.stopper.best_step,
-                           self.history, self.resumed_from)
+        return TrainResult(
+            self.step,
+            end_reason,
+            None if math.isinf(self.stopper.best) else self.stopper.best,
+            None if self.stopper.best_step < 0 else self.stopper.best_step,
+            self.history,
+            self.resumed_from,
+        )
 
     def _checkpoint_due(self, evaluated: bool) -> bool:
         """``checkpoint_every`` steps, or at every evaluation when it is null."""
@@ -178,8 +193,10 @@ class Trainer:
         self.model.train()
         indices = self.order.indices(self.step).tolist()  # this step's windows, all of them
         size = self.cfg.batch_size
-        batches = [collate(self.train_set, indices[i:i + size], self.acc.device)
-                   for i in range(0, len(indices), size)]
+        batches = [
+            collate(self.train_set, indices[i : i + size], self.acc.device)
+            for i in range(0, len(indices), size)
+        ]
         total_tokens = sum(label_tokens(b) for b in batches)
         loss_sum = 0.0
         for k, batch in enumerate(batches):
@@ -201,8 +218,14 @@ class Trainer:
         self.hooks.meter.add(self.hooks.step_flops, "training")
         seconds = time.perf_counter() - started
         n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-        return {"step": self.step, "train/loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": n_tokens / max(seconds, 1e-9), **self._flops_record()}
+        return {
+            "step": self.step,
+            "train/loss": loss_sum,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": n_tokens / max(seconds, 1e-9),
+            **self._flops_record(),
+        }
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -220,7 +243,9 @@ class Trainer:
         record["val/loss"] = self.validation_loss(n_windows)
         self.hooks.meter.add(n_windows * self.hooks.val_window_flops, "validation")
         if self.hooks.forecast_validator is not None:
-            record["val/mse"], cost = self.hooks.forecast_validator(self.acc.unwrap_model(self.model))
+            record["val/mse"], cost = self.hooks.forecast_validator(
+                self.acc.unwrap_model(self.model)
+            )
             self.hooks.meter.add(cost, "validation")
         monitored = record[self.cfg.monitor]
         if self.stopper.update(monitored, self.step) and self.acc.is_main_process:
@@ -261,14 +286,21 @@ class Trainer:
         if not self.acc.is_main_process:
             return None
         self.hooks.meter.flush()
-        state = {"step": self.step, "history": self.history,
-                 "early_stopping": self.stopper.state_dict(),
-                 "meter": self.hooks.meter.state_dict()}
+        state = {
+            "step": self.step,
+            "history": self.history,
+            "early_stopping": self.stopper.state_dict(),
+            "meter": self.hooks.meter.state_dict(),
+        }
         return ckpt.save_checkpoint(
-            self.run_dir / "checkpoints", self.step,
+            self.run_dir / "checkpoints",
+            self.step,
             trainable=trainable_state(self.acc.unwrap_model(self.model)),
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            state=state, keep=self.cfg.keep_checkpoints)
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            state=state,
+            keep=self.cfg.keep_checkpoints,
+        )
 
     def _resume(self) -> None:
         checkpoint = self._find_checkpoint()
@@ -295,7 +327,9 @@ class Trainer:
         if self.cfg.resume == "auto":
             found = ckpt.latest_valid_checkpoint(self.run_dir / "checkpoints")
             if found is None:
-                log.info("train.resume=auto: no valid checkpoint in %s; starting fresh", self.run_dir)
+                log.info(
+                    "train.resume=auto: no valid checkpoint in %s; starting fresh", self.run_dir
+                )
             return found
         return None
 

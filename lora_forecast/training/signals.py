@@ -23,7 +23,9 @@ class StopRequest:
 
 
 @contextmanager
-def graceful_stop(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
+def graceful_stop(
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[StopRequest]:
     """Install handlers for ``signals`` (main thread only) for the duration of the block."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
