@@ -8,6 +8,7 @@ payload; it writes only inside ``run_dir`` and only on the main process.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from accelerate.utils import set_seed
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.windows import alphabet_ids
-from lora_forecast.evaluation.metrics import score_forecasts
+from lora_forecast.evaluation.metrics import mse, score_forecasts
 from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
 from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
 from lora_forecast.forecasting import forecast
@@ -68,60 +69,57 @@ class RunContext:
 def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     """Execute the configured task and return the results payload (without identity fields)."""
     set_seed(settings.train.seed)  # every run of a config follows the same trajectory
+    main = ctx.accelerator.is_main_process
     data = prepare_data(settings.data)
-    if ctx.accelerator.is_main_process:
+    if main:
         data.split.save(run_dir / "split.json")
-    payload: dict[str, Any] = {"train": None, "metrics": None, "baselines": {}}
-    contexts, truth, t_context, t_future = cut_eval_windows(
-        data.trajectories[data.split.test],
-        data.time,
-        settings.eval.context_steps,
-        settings.eval.horizon_steps,
-        settings.eval.n_systems,
-    )
-    if settings.eval.baselines:
-        payload["baselines"] = evaluate_baselines(
-            list(settings.eval.baselines),
-            data.trajectories[data.split.test],
-            data.time,
-            settings.eval.context_steps,
-            settings.eval.horizon_steps,
-            settings.eval.n_systems,
-            settings.eval.bootstrap,
-            settings.eval.seed,
-        )
+    window = cut_eval_windows(
+        data.trajectories[data.split.test], data.time, settings.eval.context_steps,
+        settings.eval.horizon_steps, settings.eval.n_systems,
+    )  # fmt: skip
+    payload: dict[str, Any] = {"train": None, "metrics": None, "end_reason": "completed",
+                               "baselines": _baselines(settings, data)}  # fmt: skip
     if settings.task == "baselines" or settings.eval.skip_llm:
-        payload["end_reason"] = "completed"
         return payload
     model = build_model(settings.model, settings.lora)
     if settings.task == "finetune":
         result = train(settings, model, data, run_dir, ctx)
-        payload["train"] = {k: v for k, v in result.summary().items()}
-        payload["end_reason"] = result.end_reason
-        if result.end_reason in ("interrupted", "pruned") or not ctx.accelerator.is_main_process:
+        payload.update(train=result.summary(), end_reason=result.end_reason)
+        if result.end_reason in ("interrupted", "pruned") or not main:
             return payload  # data-parallel ranks stop here; the main process forecasts once
         _load_best(model, run_dir)
-    else:
-        payload["end_reason"] = "completed"
-    fc = _forecast_test(settings, model, data, contexts, ctx)
+    fc = _forecast_test(settings, model, data, window.contexts, ctx)
     if fc is None:
         payload["end_reason"] = "stopped_budget"
         return payload
-    sampled = settings.eval.num_samples > 1  # intervals and CRPS only mean something then
-    payload["metrics"] = score_forecasts(
-        truth,
-        fc.point,
-        parsed_systems=fc.parsed.any(axis=1),
-        lower=fc.lower if sampled else None,
-        upper=fc.upper if sampled else None,
-        samples=fc.samples if sampled else None,
-        n_boot=settings.eval.bootstrap,
-        seed=settings.eval.seed,
-    )
-    payload["metrics"]["sample_parse_failures"] = int(fc.sample_parse_failures)
-    if ctx.accelerator.is_main_process:
-        _plots(run_dir, contexts, truth, fc, t_context, t_future, payload, settings)
+    payload["metrics"] = _score(settings, window.truth, fc)
+    if main:
+        _plots(run_dir, window, fc, payload, settings)
     return payload
+
+
+def _baselines(settings: Settings, data: PreparedData) -> dict[str, Any]:
+    """Forecasters without an LLM on the same test systems and protocol."""
+    if not settings.eval.baselines:
+        return {}
+    ev = settings.eval
+    return evaluate_baselines(
+        list(ev.baselines), data.trajectories[data.split.test], data.time, ev.context_steps,
+        ev.horizon_steps, ev.n_systems, ev.bootstrap, ev.seed,
+    )  # fmt: skip
+
+
+def _score(settings: Settings, truth: np.ndarray, fc: Any) -> dict[str, Any]:
+    """Metrics in original units; intervals and CRPS only when sampling makes them mean it."""
+    sampled = settings.eval.num_samples > 1
+    metrics = score_forecasts(
+        truth, fc.point, parsed_systems=fc.parsed.any(axis=1),
+        lower=fc.lower if sampled else None, upper=fc.upper if sampled else None,
+        samples=fc.samples if sampled else None,
+        n_boot=settings.eval.bootstrap, seed=settings.eval.seed,
+    )  # fmt: skip
+    metrics["sample_parse_failures"] = int(fc.sample_parse_failures)
+    return metrics
 
 
 def train(
@@ -227,7 +225,7 @@ def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext)
     def validate(model: torch.nn.Module) -> tuple[float, float]:
         fc = _run_forecast(settings, model, data.codec, contexts, ctx, n_samples=1)
         parsed = fc.parsed.any(axis=1)
-        err = np.nanmean((fc.point[parsed] - truth[parsed]) ** 2) if parsed.any() else np.inf
+        err = mse(truth[parsed], fc.point[parsed]) if parsed.any() else math.inf
         model.train()
         # every data-parallel process forecasts the same subset; the main one meters them all
         return float(err), _forecast_cost(settings, fc, ctx) * ctx.accelerator.num_processes
@@ -235,27 +233,12 @@ def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext)
     return validate
 
 
-def _plots(
-    run_dir: Path,
-    contexts: np.ndarray,
-    truth: np.ndarray,
-    fc: Any,
-    t_context: np.ndarray,
-    t_future: np.ndarray,
-    payload: dict[str, Any],
-    settings: Settings,
-) -> None:
+def _plots(run_dir: Path, window: Any, fc: Any, payload: dict[str, Any],
+           settings: Settings) -> None:
     plot_forecasts(
-        run_dir / "forecasts.png",
-        contexts,
-        truth,
-        fc.point,
-        fc.lower,
-        fc.upper,
-        t_context,
-        t_future,
-        n_systems=settings.eval.plot_systems,
-    )
+        run_dir / "forecasts.png", window.contexts, window.truth, fc.point, fc.lower, fc.upper,
+        window.t_context, window.t_future, n_systems=settings.eval.plot_systems,
+    )  # fmt: skip
     per_step = {"LLM": payload["metrics"]["mse_per_step"]}
     per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})
     plot_error_per_step(run_dir / "error_per_step.png", per_step)
