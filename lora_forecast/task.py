@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lora_forecast.budget.callback import read_run_id, write_run_id
 from lora_forecast.budget.guard import format_dry_run, rejection_message
 from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
-from lora_forecast.config import Settings, to_settings
+from lora_forecast.config import Settings, resolved_config, to_settings
 from lora_forecast.errors import BudgetExceededError, LoraForecastError
 from lora_forecast.models.build import check_model_available
 from lora_forecast.planning import CostPrediction, predict_cost
@@ -75,7 +75,7 @@ def run_task(cfg: DictConfig, run_dir: Path, *, multirun: bool = False) -> float
 
 def _run_task(cfg: DictConfig, run_dir: Path) -> float | None:
     settings = to_settings(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = resolved_config(cfg)
     prediction = predict_cost(settings)
     if settings.budget.dry_run:
         print(format_dry_run(prediction, _remaining_read_only(settings), settings.budget.max_flops))
@@ -204,25 +204,28 @@ def _admitted_run(
     finally:
         meter.settle(status)
         if main:
-            payload.setdefault("end_reason", status)
-            results = {
-                **identity,
-                "status": status,
-                **payload,
-                "seconds": time.time() - started,
-                "flops": {
-                    **_flops_block(settings, prediction, meter.spent, ledger),
-                    "spent_by_kind": meter.by_kind,
-                },
-            }
-            write_results(run_dir, results)
-            if tracker is not None:
-                _finish_tracker(tracker, run_dir, results)
+            _record(settings, run_dir, identity, status, payload, started, prediction, meter,
+                    ledger, tracker)  # fmt: skip
     if status == "interrupted":
         raise RunInterrupted(
             f"run interrupted; resume with train.resume=auto hydra.run.dir={run_dir}"
         )
     return monitored_value(settings, payload)
+
+
+def _record(
+    settings: Settings, run_dir: Path, identity: dict[str, Any], status: str,
+    payload: dict[str, Any], started: float, prediction: CostPrediction, meter: FlopsMeter,
+    ledger: Ledger, tracker: Any,
+) -> None:  # fmt: skip
+    """Write results.json (whatever the status) and close the tracker with the summary."""
+    payload.setdefault("end_reason", status)
+    flops = _flops_block(settings, prediction, meter.spent, ledger)
+    results = {**identity, "status": status, **payload, "seconds": time.time() - started,
+               "flops": {**flops, "spent_by_kind": meter.by_kind}}  # fmt: skip
+    write_results(run_dir, results)
+    if tracker is not None:
+        _finish_tracker(tracker, run_dir, results)
 
 
 def _has_cuda() -> bool:
