@@ -7,14 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from lora_forecast.task import run_task
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def _run(compose_cfg, run_dir: Path, *overrides: str) -> tuple[float | None, dict]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.report.build import build_report
 from lora_forecast.task import run_task
@@ -15,7 +13,6 @@ from lora_forecast.task import run_task
 def test_report_from_tiny_runs_has_metrics_baselines_flops_and_figures(
     compose_cfg, tmp_path: Path
 ) -> None:
-    torch.set_num_threads(1)
     runs = {}
     for experiment in ("smoke", "baselines"):
         run_dir = tmp_path / experiment

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ LOGGED = ("train/loss", "val/loss", "lr", "grad_norm", "flops/spent")
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
 
 def trainable(run_dir: Path, sub: str = "adapter") -> dict[str, torch.Tensor]:
     return torch.load(run_dir / sub / "trainable.pt", weights_only=True)
@@ -86,15 +86,6 @@ def assert_same_run(straight: Path, resumed: Path) -> None:
     assert b["metrics"]["mse"] == pytest.approx(a["metrics"]["mse"], rel=1e-6)
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Match the subprocesses (OMP_NUM_THREADS=1) so in-process runs use the same kernels."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class SignalAtStep(NullTracker):
     """A tracker that sends this process ``signum`` when ``step`` is logged (after the step)."""
 
@@ -111,22 +102,28 @@ class SignalAtStep(NullTracker):
 # 8 steps, validation every 2; cosine with warmup so the restored scheduler state matters,
 # gradient accumulation so the restored data position covers micro-batches, and LoRA dropout so
 # the restored RNG state matters.
-RESUME_OVERRIDES = ("train.max_steps=8", "train.eval_every=2", "train.schedule=cosine",
-                    "train.warmup_steps=2", "train.grad_accum=2", "lora.dropout=0.1",
-                    "train.resume=auto")
+RESUME_OVERRIDES = (
+    "train.max_steps=8",
+    "train.eval_every=2",
+    "train.schedule=cosine",
+    "train.warmup_steps=2",
+    "train.grad_accum=2",
+    "lora.dropout=0.1",
+    "train.resume=auto",
+)
 
 
 @pytest.mark.parametrize("stop_at", [3, 4], ids=["between-evals", "at-an-eval"])
-def test_interrupted_then_resumed_equals_straight(compose_cfg, tmp_path: Path, monkeypatch,
-                                                  capsys, one_thread, stop_at: int) -> None:
+def test_interrupted_then_resumed_equals_straight(
+    compose_cfg, tmp_path: Path, monkeypatch, capsys, stop_at: int
+) -> None:
     """2k steps straight == k steps, SIGINT, resume k more: weights, log and ledger spend."""
     cfg = compose_cfg(*RESUME_OVERRIDES)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_task(cfg, straight)
 
     with monkeypatch.context() as m:
-        m.setattr(task_module, "make_tracker",
-                  lambda *a, **k: SignalAtStep(stop_at, signal.SIGINT))
+        m.setattr(task_module, "make_tracker", lambda *a, **k: SignalAtStep(stop_at, signal.SIGINT))
         with pytest.raises(SystemExit) as exited:
             run_task(cfg, resumed)
     assert exited.value.code == EXIT_INTERRUPTED
@@ -155,18 +152,35 @@ def test_interrupted_then_resumed_equals_straight(compose_cfg, tmp_path: Path, m
 # ---- subprocesses: SIGKILL and SIGTERM ----------------------------------------------------------
 
 # Enough steps that the process is still training when the test signals it; few evaluations.
-CLI_OVERRIDES = ("train.max_steps=60", "train.eval_every=30", "train.checkpoint_every=2",
-                 "train.resume=auto")
+CLI_OVERRIDES = (
+    "train.max_steps=60",
+    "train.eval_every=30",
+    "train.checkpoint_every=2",
+    "train.resume=auto",
+)
 
 
 def cli(tmp_path: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "lora_forecast", *SHRINK, f"output_dir={tmp_path / 'outputs'}",
-            *CLI_OVERRIDES, f"hydra.run.dir={run_dir}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "lora_forecast",
+        *SHRINK,
+        f"output_dir={tmp_path / 'outputs'}",
+        *CLI_OVERRIDES,
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
 
 
 def cli_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:
@@ -176,27 +190,34 @@ def start(command: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=log.parent, env=cli_env(), stdout=out, stderr=err)
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, log: Path,
-                        timeout: float = 120.0) -> None:
+def wait_for_checkpoint(
+    proc: subprocess.Popen, run_dir: Path, log: Path, timeout: float = 120.0
+) -> None:
     """Block until a complete checkpoint exists (meta.json is written last) while it trains."""
     deadline = time.monotonic() + timeout
     while not list((run_dir / "checkpoints").glob("step_*/meta.json")):
         if proc.poll() is not None:
-            pytest.fail(f"process ended (rc {proc.returncode}) before a checkpoint:\n"
-                        f"{log.with_suffix('.err').read_text()[-3000:]}")
+            pytest.fail(
+                f"process ended (rc {proc.returncode}) before a checkpoint:\n"
+                f"{log.with_suffix('.err').read_text()[-3000:]}"
+            )
         assert time.monotonic() < deadline, "no checkpoint within the timeout"
         time.sleep(0.01)
 
 
 def straight_cfg(tmp_path: Path, ledger: Path):
     """The CLI run's config, composed in-process, with its own ledger."""
-    overrides = [*SHRINK, f"output_dir={tmp_path / 'outputs'}", *CLI_OVERRIDES,
-                 f"budget.ledger_url=sqlite:///{ledger}"]
+    overrides = [
+        *SHRINK,
+        f"output_dir={tmp_path / 'outputs'}",
+        *CLI_OVERRIDES,
+        f"budget.ledger_url=sqlite:///{ledger}",
+    ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 
-def test_kill_9_then_resume_equals_straight(tmp_path: Path, one_thread) -> None:
+def test_kill_9_then_resume_equals_straight(tmp_path: Path) -> None:
     """SIGKILL after a checkpoint; ``train.resume=auto`` in the same run dir completes with the
     uninterrupted run's weights and spend, and the row the dead process left open is closed."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -216,8 +237,14 @@ def test_kill_9_then_resume_equals_straight(tmp_path: Path, one_thread) -> None:
     with Ledger(ledger_url, create=False) as ledger:
         assert ledger.get(run_id).status == "running"  # left open by the dead process
 
-    done = subprocess.run(cli(tmp_path, killed), cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cli(tmp_path, killed),
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_run_id(killed) == run_id
     assert_same_run(straight, killed)

@@ -8,11 +8,9 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import SHRINK
 
 import lora_forecast.data.prepare as prepare_module
@@ -28,14 +26,6 @@ from lora_forecast.tracking import NullTracker
 from lora_forecast.training import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -56,8 +46,10 @@ def ledger_path(tmp_path: Path) -> Path:
 
 # ---- admission ----------------------------------------------------------------------------------
 
+
 def test_over_budget_run_is_rejected_before_any_model_load(
-        compose_cfg, run_dir: Path, tmp_path: Path, capsys, no_model_or_data) -> None:
+    compose_cfg, run_dir: Path, tmp_path: Path, capsys, no_model_or_data
+) -> None:
     with pytest.raises(SystemExit) as exited:
         run_task(compose_cfg("budget.max_flops=1000"), run_dir)
     assert exited.value.code == 1
@@ -72,11 +64,13 @@ def test_over_budget_run_is_rejected_before_any_model_load(
     with Ledger(f"sqlite:///{ledger_path(tmp_path)}", create=False) as ledger:
         rows = ledger.rows()
     assert [(r.run_id, r.status, r.spent_flops) for r in rows] == [
-        (results["run_id"], "rejected", 0.0)]
+        (results["run_id"], "rejected", 0.0)
+    ]
 
 
 def test_dry_run_prints_the_breakdown_and_creates_no_ledger_and_no_model(
-        compose_cfg, run_dir: Path, tmp_path: Path, capsys, no_model_or_data) -> None:
+    compose_cfg, run_dir: Path, tmp_path: Path, capsys, no_model_or_data
+) -> None:
     cfg = compose_cfg("budget.dry_run=true", "budget.max_flops=1e15")
     assert run_task(cfg, run_dir) is None
     out = capsys.readouterr().out.strip().splitlines()
@@ -90,11 +84,18 @@ def test_dry_run_prints_the_breakdown_and_creates_no_ledger_and_no_model(
 
 
 def test_dry_run_reads_an_existing_ledger_without_writing_it(
-        compose_cfg, run_dir: Path, tmp_path: Path, capsys, no_model_or_data) -> None:
+    compose_cfg, run_dir: Path, tmp_path: Path, capsys, no_model_or_data
+) -> None:
     url = f"sqlite:///{ledger_path(tmp_path)}"
     with Ledger(url) as ledger:
-        spent = ledger.reserve(study="default", experiment="earlier", config_digest="x",
-                               accounting="exact", predicted=4e14, budget=1e15)
+        spent = ledger.reserve(
+            study="default",
+            experiment="earlier",
+            config_digest="x",
+            accounting="exact",
+            predicted=4e14,
+            budget=1e15,
+        )
         ledger.finish(spent.run_id, "completed", 3e14)
         before = ledger.rows()
     run_task(compose_cfg("budget.dry_run=true", "budget.max_flops=1e15"), run_dir)
@@ -105,8 +106,10 @@ def test_dry_run_reads_an_existing_ledger_without_writing_it(
 
 # ---- stopping at the reservation ----------------------------------------------------------------
 
+
 def test_a_reservation_short_of_the_run_stops_it_cleanly_with_a_checkpoint(
-        compose_cfg, run_dir: Path, monkeypatch) -> None:
+    compose_cfg, run_dir: Path, monkeypatch
+) -> None:
     """The reservation covers 2 training steps of 8 (plus validation and forecasting): the
     loop stops before a step it cannot afford, checkpoints, and settles stopped_budget."""
 
@@ -132,13 +135,16 @@ def test_a_reservation_short_of_the_run_stops_it_cleanly_with_a_checkpoint(
         row = ledger.get(read_run_id(run_dir))
     assert row.status == "stopped_budget"
     assert row.spent_flops == pytest.approx(spent) and row.spent_flops <= row.predicted_flops * (
-        1 + REL_TOL)
+        1 + REL_TOL
+    )
 
 
 # ---- a crash is still settled -------------------------------------------------------------------
 
+
 def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
-        compose_cfg, run_dir: Path, monkeypatch) -> None:
+    compose_cfg, run_dir: Path, monkeypatch
+) -> None:
     class CrashingTracker(NullTracker):
         def log(self, metrics: dict[str, float], step: int) -> None:
             if step == 2:
@@ -158,6 +164,7 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
 
 # ---- the command line ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("bad", "named"),
     [
@@ -167,13 +174,22 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
     ids=["lora-rank-0", "missing-data-file"],
 )
 def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
-        tmp_path: Path, bad: list[str], named: str) -> None:
+    tmp_path: Path, bad: list[str], named: str
+) -> None:
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "lora_forecast", *SHRINK,
-               f"output_dir={tmp_path / 'outputs'}", f"hydra.run.dir={run_dir}", *bad]
+    command = [
+        sys.executable,
+        "-m",
+        "lora_forecast",
+        *SHRINK,
+        f"output_dir={tmp_path / 'outputs'}",
+        f"hydra.run.dir={run_dir}",
+        *bad,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -187,7 +203,8 @@ def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
 
 
 def test_a_tracker_that_cannot_start_leaves_no_open_reservation(
-        compose_cfg, run_dir: Path, monkeypatch, capsys) -> None:
+    compose_cfg, run_dir: Path, monkeypatch, capsys
+) -> None:
     """Admitted, then W&B refuses to start: one-line error, and the row is settled, not left
     'running' holding its reservation."""
     from lora_forecast.errors import LoraForecastError
@@ -201,7 +218,8 @@ def test_a_tracker_that_cannot_start_leaves_no_open_reservation(
         run_task(compose_cfg(), run_dir)
     assert exited.value.code == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: logger: wandb.init failed in mode=online: not logged in"]
+        "error: logger: wandb.init failed in mode=online: not logged in"
+    ]
     results = read_results(run_dir)
     assert results["status"] == "failed" and results["flops"]["spent"] == 0
     with Ledger(results["config"]["budget"]["ledger_url"], create=False) as ledger:

@@ -5,7 +5,6 @@ loop logged, and only the main process writes files."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,14 @@ from lora_forecast.task import run_task
 from lora_forecast.tracking.offline_reader import read_offline_run
 from lora_forecast.training.loop import Trainer, TrainHooks
 
-TRAIN_KEYS = ("train/loss", "lr", "grad_norm", "tokens_per_s", "flops/spent",
-              "flops/budget_fraction")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two threads on two shared cores spin against each other; one is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TRAIN_KEYS = (
+    "train/loss",
+    "lr",
+    "grad_norm",
+    "tokens_per_s",
+    "flops/spent",
+    "flops/budget_fraction",
+)
 
 
 def trainable(run_dir: Path, sub: str) -> dict[str, torch.Tensor]:
@@ -52,12 +48,15 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 
 # ---- early stopping and best/ -------------------------------------------------------------------
 
+
 def test_early_stopping_ends_the_run_and_best_holds_the_best_validated_adapter(
-        compose_cfg, run_dir: Path) -> None:
+    compose_cfg, run_dir: Path
+) -> None:
     # patience 1 with an improvement threshold no loss can meet: the first evaluation (step 2)
     # is the best, the second (step 4) stops the run.
-    cfg = compose_cfg("train.max_steps=8", "train.eval_every=2", "train.patience=1",
-                      "train.min_delta=100")
+    cfg = compose_cfg(
+        "train.max_steps=8", "train.eval_every=2", "train.patience=1", "train.min_delta=100"
+    )
     monitored = run_task(cfg, run_dir)
     results = read_results(run_dir)
     train = results["train"]
@@ -74,6 +73,7 @@ def test_early_stopping_ends_the_run_and_best_holds_the_best_validated_adapter(
 
 
 # ---- padding is not in the loss -----------------------------------------------------------------
+
 
 def _windows(rows: list[list[int]], width: int, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded windows through the project's own masking (TokenWindows)."""
@@ -128,9 +128,14 @@ def _train_windows() -> TokenWindows:
     return TokenWindows(ids, mask)
 
 
-def _fit(run_dir: Path, batch_size: int, grad_accum: int, steps: int = 3,
-         accelerator: Accelerator | None = None, **hooks: Any,
-         ) -> tuple[Trainer, list[tuple[int, tuple[int, ...]]]]:
+def _fit(
+    run_dir: Path,
+    batch_size: int,
+    grad_accum: int,
+    steps: int = 3,
+    accelerator: Accelerator | None = None,
+    **hooks: Any,
+) -> tuple[Trainer, list[tuple[int, tuple[int, ...]]]]:
     """Train a fresh tiny model; returns the trainer and (step, window row) per loss call."""
     data = _train_windows()
     rows = {tuple(data.input_ids[i].tolist()): i for i in range(len(data))}
@@ -145,12 +150,31 @@ def _fit(run_dir: Path, batch_size: int, grad_accum: int, steps: int = 3,
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="tiny", head="numeric", lm_head_bias=True), LoraConfig())
-    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=1e-2,
-                      eval_every=100, val_max_windows=2, seed=0)
-    hook_args = dict(loss_fn=recording_loss, meter=FlopsMeter(None, None, math.inf),
-                     step_flops=1.0, val_window_flops=1.0, progress=False)
-    trainer = Trainer(model, data, data, cfg, run_dir, TrainHooks(**{**hook_args, **hooks}),
-                      accelerator or Accelerator(cpu=True))
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=1e-2,
+        eval_every=100,
+        val_max_windows=2,
+        seed=0,
+    )
+    hook_args = dict(
+        loss_fn=recording_loss,
+        meter=FlopsMeter(None, None, math.inf),
+        step_flops=1.0,
+        val_window_flops=1.0,
+        progress=False,
+    )
+    trainer = Trainer(
+        model,
+        data,
+        data,
+        cfg,
+        run_dir,
+        TrainHooks(**{**hook_args, **hooks}),
+        accelerator or Accelerator(cpu=True),
+    )
     holder["t"] = trainer
     trainer.result = trainer.fit()
     return trainer, seen
@@ -179,11 +203,17 @@ def test_gradient_accumulation_equals_a_larger_batch(tmp_path: Path) -> None:
         state = trainable_state(trainer.acc.unwrap_model(trainer.model))
         assert max_abs_diff(state, reference) <= 1e-6, name
         assert [h["train/loss"] for h in trainer.result.history] == pytest.approx(losses, rel=1e-5)
-    assert max_abs_diff(reference, trainable_state(build_model(
-        ModelConfig(kind="tiny", lm_head_bias=True), LoraConfig()))) > 1e-3  # it did train
+    assert (
+        max_abs_diff(
+            reference,
+            trainable_state(build_model(ModelConfig(kind="tiny", lm_head_bias=True), LoraConfig())),
+        )
+        > 1e-3
+    )  # it did train
 
 
 # ---- only the main process writes ---------------------------------------------------------------
+
 
 class NonMainAccelerator(Accelerator):
     """A rank that is not rank 0 (the process itself is alone; only the flag differs)."""
@@ -205,8 +235,9 @@ def test_trainer_on_a_non_main_rank_trains_but_writes_nothing(tmp_path: Path) ->
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     tracker = RecordingTracker()
-    trainer, _ = _fit(run_dir, 2, 1, steps=2, tracker=tracker,
-                      accelerator=NonMainAccelerator(cpu=True))
+    trainer, _ = _fit(
+        run_dir, 2, 1, steps=2, tracker=tracker, accelerator=NonMainAccelerator(cpu=True)
+    )
     assert trainer.result.steps == 2 and len(trainer.result.history) == 2  # it did train
     assert trainer.save_checkpoint() is None
     assert list(run_dir.iterdir()) == []  # no checkpoints, best/, adapter/, history
@@ -214,7 +245,8 @@ def test_trainer_on_a_non_main_rank_trains_but_writes_nothing(tmp_path: Path) ->
 
 
 def test_task_on_a_non_main_rank_writes_no_results_no_tracker_and_no_ledger_row(
-        compose_cfg, run_dir: Path, monkeypatch, tmp_path: Path) -> None:
+    compose_cfg, run_dir: Path, monkeypatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(task_module, "Accelerator", NonMainAccelerator)
     cfg = compose_cfg("logger=wandb", "train.checkpoint_every=1")
     assert run_task(cfg, run_dir) is not None  # the rank computes the monitored value too
@@ -224,6 +256,7 @@ def test_task_on_a_non_main_rank_writes_no_results_no_tracker_and_no_ledger_row(
 
 
 # ---- W&B, offline, not mocked -------------------------------------------------------------------
+
 
 @pytest.fixture
 def wandb_home(tmp_path: Path, monkeypatch) -> Path:
@@ -236,7 +269,8 @@ def wandb_home(tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_wandb_offline_run_records_the_training_log_summary_and_forecast_plot(
-        compose_cfg, run_dir: Path, wandb_home: Path) -> None:
+    compose_cfg, run_dir: Path, wandb_home: Path
+) -> None:
     run_task(compose_cfg("logger=wandb"), run_dir)
     results = read_results(run_dir)
     assert list((run_dir / "wandb").glob("offline-run-*"))
