@@ -22,6 +22,10 @@ from lora_forecast.flops import Architecture, count_flops
 
 QWEN2_5_0_5B_IDS = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B")
 NUMERIC_HEAD_ROWS = 13  # '0'-'9', '.', ',', ';'
+# Adding a step's cost max_steps times in floats can exceed per_step * max_steps by a few ulps.
+# Reserving this relative margin keeps the meter (spent <= reservation) and the ledger
+# (spend <= budget) exact comparisons without ever refusing a predicted step.
+ROUNDING_MARGIN = 1e-9
 
 
 def architecture_for(cfg: ModelConfig) -> Architecture:
@@ -108,7 +112,7 @@ class CostPrediction:
 
     @property
     def total(self) -> float:
-        return self.training + self.validation + self.forecasting
+        return (self.training + self.validation + self.forecasting) * (1 + ROUNDING_MARGIN)
 
     def as_dict(self) -> dict[str, float | str]:
         return {

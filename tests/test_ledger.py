@@ -48,7 +48,7 @@ def test_committed_plus_open_reservations_plus_request_must_fit(ledger: Ledger) 
     assert isinstance(refused, Rejection)
     assert (refused.committed, refused.reserved_open, refused.predicted) == pytest.approx(
         (3.1e16, 2e16, 6e16))
-    fitting = _reserve(ledger, 4.9e16)  # 3.1 + 2 + 4.9 = 10 exactly (float rounding tolerated)
+    fitting = _reserve(ledger, 4.9e16)  # 3.1 + 2 + 4.9 = 10 exactly: fills the budget
     assert isinstance(fitting, Reservation)
     assert fitting.remaining_after == pytest.approx(0, abs=1e8)
     assert ledger.remaining("s", BUDGET) == pytest.approx(0, abs=1e8)

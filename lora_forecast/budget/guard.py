@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from lora_forecast.budget.ledger import REL_TOL, Ledger, Rejection, Reservation
+from lora_forecast.budget.ledger import Ledger, Rejection, Reservation
 from lora_forecast.errors import BudgetExceededError
 
 PHASES = ("training", "validation", "forecasting")
@@ -70,7 +70,7 @@ def format_dry_run(prediction: PhaseCosts, remaining: float, budget: float) -> s
     for phase in (*PHASES, "total"):
         flops = float(getattr(prediction, phase))
         lines.append(f"  {phase:<12} {flops:>11.3e}  {_fraction(flops, remaining):>14}")
-    verdict = "fits" if prediction.total <= remaining + REL_TOL * budget else "does NOT fit"
+    verdict = "fits" if prediction.total <= remaining else "does NOT fit"
     lines += [f"  remaining {remaining:.3e} of budget {budget:.3e}: this run {verdict}",
               f"predicted_flops={prediction.total:.6e}",
               f"remaining_flops={remaining:.6e}"]

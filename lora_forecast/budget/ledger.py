@@ -46,16 +46,12 @@ from lora_forecast.budget.store import (
 __all__ = ["DEFAULT_URL", "FINAL_STATUSES", "OPEN_STATUSES", "STATUSES", "Ledger", "LedgerError",
            "Rejection", "Reservation", "RunRow", "StudySpend"]
 
-# Sums of ~1e16-sized doubles are not exact; a run that fits the budget to the last bit must not
-# be rejected by rounding. 1e-9 of a 1e17 budget is 1e8 FLOPs, far below any real step.
-REL_TOL = 1e-9
-
 T = TypeVar("T")
 
 
 def fits(committed: float, reserved_open: float, predicted: float, budget: float) -> bool:
     """The admission rule: the study's spend plus open reservations plus this run <= budget."""
-    return committed + reserved_open + predicted <= budget * (1 + REL_TOL)
+    return committed + reserved_open + predicted <= budget
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lora_forecast.budget.ledger import REL_TOL, Ledger, Reservation
+from lora_forecast.budget.ledger import Ledger, Reservation
 
 KINDS = ("training", "validation", "forecasting")
 
@@ -66,9 +66,9 @@ class FlopsMeter:
         return self.reservation - self.spent
 
     def can_afford(self, cost: float) -> bool:
-        """Whether ``cost`` more FLOPs stay within the reservation (1e-9 relative slack for
-        float rounding, so a run predicted to the exact step count can take its last step)."""
-        return self.spent + cost <= self.reservation * (1 + REL_TOL)
+        """Whether ``cost`` more FLOPs stay within the reservation, exactly (the planner's
+        prediction carries the float-rounding margin, see ``planning.ROUNDING_MARGIN``)."""
+        return self.spent + cost <= self.reservation
 
     def add(self, cost: float, kind: str = "training") -> float:
         """Record ``cost`` FLOPs of work already done; returns the cumulative spend.
