@@ -262,7 +262,7 @@ class EvalConfig:
     num_samples: int = 1
     temperature: float = 0.7
     top_p: float = 0.9
-    max_int_digits: int = 3
+    max_int_digits: int = 2
     seed: int = 0
     bootstrap: int = 1000
     plot_systems: int = 4

@@ -80,7 +80,8 @@ def _run_task(cfg: DictConfig, run_dir: Path) -> float | None:
     if settings.budget.dry_run:
         print(format_dry_run(prediction, _remaining_read_only(settings), settings.budget.max_flops))
         return None
-    check_model_available(settings.model)  # fail before anything is reserved or written
+    if settings.task != "baselines" and not settings.eval.skip_llm:
+        check_model_available(settings.model)  # fail before anything is reserved or written
     ledger = Ledger(settings.budget.ledger_url)
     try:
         return _admitted_run(settings, config, prediction, ledger, run_dir)

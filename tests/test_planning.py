@@ -22,12 +22,12 @@ def test_default_experiment_with_seed_accounting_matches_spec_formulas(compose_c
     cost = predict_cost(settings)
     # 2000 steps x batch 4 of 512-token windows, training = 3 x forward.
     assert cost.training == pytest.approx(3 * seed_forward(512) * 4 * 2000, rel=1e-12)
-    # 1000 systems -> 100 val series of 100 steps; <= 14 tokens a step (3 integer digits,
-    # point, 2 decimals, 2 variables): 1399 tokens -> 3 windows each, capped at 64 windows;
+    # 1000 systems -> 100 val series of 100 steps; <= 12 tokens a step (2 integer digits,
+    # point, 2 decimals, 2 variables): 1199 tokens -> 3 windows each, capped at 64 windows;
     # 2000 // 100 + 1 = 21 evaluations.
     assert cost.validation == pytest.approx(21 * 64 * seed_forward(512), rel=1e-12)
-    # 100 test systems, prompt 50 x 14 tokens, 10 x 14 - 1 new tokens, no KV cache (seed rule).
-    assert cost.forecasting == pytest.approx(100 * seed_forward(700) * 139, rel=1e-12)
+    # 100 test systems, prompt 50 x 12 tokens, 10 x 12 - 1 new tokens, no KV cache (seed rule).
+    assert cost.forecasting == pytest.approx(100 * seed_forward(600) * 119, rel=1e-12)
     assert cost.total == pytest.approx(cost.training + cost.validation + cost.forecasting)
 
 
@@ -46,7 +46,7 @@ def test_shape_bounds_and_task_variants(compose_cfg) -> None:
     settings = to_settings(compose_cfg("eval.n_systems=3"))
     shape = run_shape(settings)
     assert shape.n_test_systems == 3
-    assert shape.tokens_per_step == 2 * (3 + 1 + 2) + 2
+    assert shape.tokens_per_step == 2 * (2 + 1 + 2) + 2
     assert predict_cost(to_settings(compose_cfg("+experiment=baselines"))).total == 0.0
     evaluate = predict_cost(to_settings(compose_cfg("+experiment=baseline")))
     assert evaluate.training == evaluate.validation == 0.0 and evaluate.forecasting > 0
