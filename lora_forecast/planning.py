@@ -157,8 +157,9 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     Training: ``max_steps`` optimiser steps of ``batch_size x grad_accum`` full windows per
     process. Validation: ``max_steps // eval_every + 1`` evaluations (the last step always
     evaluates) of the capped validation windows, plus forecasting a validation subset when
-    ``train.eval_forecast``, per process. Forecasting: every scored test system x
-    ``eval.num_samples``, on the main process only.
+    ``train.eval_forecast`` (greedy, one sample), per process. Forecasting, on the main process
+    only: every scored test system's prompt is prefilled once (yielding the first token of all
+    its samples), then each of its ``eval.num_samples`` samples decodes the rest.
     """
     if settings.task == "baselines":
         return CostPrediction(0.0, 0.0, 0.0, settings.budget.accounting, 0.0, 0.0)
@@ -170,6 +171,7 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     per_step = processes * count("train", context, batch_size=train.batch_size * train.grad_accum)
     per_window = processes * count("forward", context)
     forecast_one = count("inference", shape.prompt_tokens, new_tokens=shape.horizon_tokens)
+    prefill = count("inference", shape.prompt_tokens, new_tokens=1)
     training = validation = 0.0
     if settings.task == "finetune" and train.max_steps > 0:
         training = per_step * train.max_steps
@@ -179,7 +181,9 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
             validation += shape.n_evaluations * per_eval
     forecasting = 0.0
     if not settings.eval.skip_llm:
-        forecasting = shape.n_test_systems * settings.eval.num_samples * forecast_one
+        # prefill + N x (forecast_one - prefill), written so that N == 1 is exactly forecast_one
+        extra = (settings.eval.num_samples - 1) * (forecast_one - prefill)
+        forecasting = shape.n_test_systems * (forecast_one + extra)
     return CostPrediction(
         training, validation, forecasting, settings.budget.accounting, per_step, per_window
     )

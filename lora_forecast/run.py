@@ -158,14 +158,18 @@ def _load_best(model: torch.nn.Module, run_dir: Path) -> None:
 
 
 def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext) -> float:
-    """Metered cost of the forecasts made: each sequence's prompt plus its generated tokens."""
+    """Metered cost of the forecasts made: per system, ONE prefill of its prompt (shared by its
+    samples; it yields every sample's first token) plus each sample's remaining decode:
+    ``prefill + sum(count(g) - prefill)``, summed as ``count(g_1) + sum_rest(count(g) - prefill)``
+    so that one sample costs exactly ``count(prompt, g)`` (greedy numbers unchanged)."""
     count = flops_counter(settings)
-    return sum(
-        count("inference", int(p), new_tokens=int(g))
-        for p, row in zip(fc.prompt_tokens, fc.generated_tokens, strict=True)
-        for g in row
-        if g > 0
-    )
+    total = 0.0
+    for p, row in zip(fc.prompt_tokens, fc.generated_tokens, strict=True):
+        made = [count("inference", int(p), new_tokens=int(g)) for g in row if g > 0]
+        if made:
+            prefill = count("inference", int(p), new_tokens=1)
+            total += made[0] + sum(full - prefill for full in made[1:])
+    return total
 
 
 def _run_forecast(

@@ -231,3 +231,69 @@ def test_kv_cached_loop_equals_full_recompute(peft_model, contexts, greedy):
                     progress=False)
     assert full.texts == greedy.texts[:2]
     np.testing.assert_array_equal(full.samples, greedy.samples[:2])
+
+
+def test_sampled_forecasts_share_the_prefill_and_are_seeded(peft_model, contexts):
+    """N samples per system prefill each prompt once (one prefill row per system), are
+    deterministic under a seed, and keep the [S, N, ...] shapes."""
+    full = full_head_logits_fn(peft_model)
+    prefill_rows: list[int] = []
+
+    def recording(input_ids, attention_mask, position_ids, cache):
+        if cache is None:
+            prefill_rows.append(input_ids.shape[0])
+        return full(input_ids, attention_mask, position_ids, cache)
+
+    kwargs = dict(horizon_steps=H, batch_size=8, num_samples=4, temperature=1.5, top_p=0.95,
+                  max_int_digits=MAX_INT, progress=False, seed=3)
+    a = forecast(peft_model, CODEC, contexts, logits_fn=recording, **kwargs)
+    b = forecast(peft_model, CODEC, contexts, **kwargs)
+    assert prefill_rows == [2, 2, 1]  # 8 rows // 4 samples = 2 systems per batch, 5 systems
+    assert [(x.rows, x.prefill_rows) for x in a.batches] == [(8, 2), (8, 2), (4, 1)]
+    assert a.texts == b.texts
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert a.samples.shape == (5, 4, H, V) and a.parsed.all()
+    assert a.prompt_tokens.shape == (5,) and a.generated_tokens.shape == (5, 4)
+    assert (a.lower <= a.point).all() and (a.point <= a.upper).all()
+
+
+def test_greedy_repeats_give_identical_rows_equal_to_one_row(peft_model, contexts):
+    """The copied DynamicCache is right: every repeat continues exactly like a lone row."""
+    tok = qwen_tokenizer()
+    g, rows = grammar(tok), prompts(contexts[:3])
+    options = dict(pad_id=tok.pad_token_id, max_new_tokens=g.max_length, grammar=g)
+    once = decode(full_head_logits_fn(peft_model), rows, **options)
+    thrice = decode(full_head_logits_fn(peft_model), rows, repeats=3, **options)
+    assert thrice.tokens == [t for t in once.tokens for _ in range(3)]
+    assert thrice.prefill_rows == 3 and len(thrice.tokens) == 9
+    assert thrice.prompt_tokens == [p for p in once.prompt_tokens for _ in range(3)]
+
+
+def hashed_logits_fn(vocab: int = 12):
+    """A batch-independent fake model: each row's logits are a fixed function of its own history
+    (the 'cache' is the history tensor, batch first), so results never depend on batching."""
+
+    def logits_fn(input_ids, attention_mask, position_ids, history):
+        history = input_ids if history is None else torch.cat([history, input_ids], dim=1)
+        weights = torch.arange(1, history.shape[1] + 1, dtype=torch.float32)
+        code = (history.float() * weights).sum(dim=1, keepdim=True)  # [B, 1]
+        return torch.sin(code * 0.37 + torch.arange(vocab) * 1.3) * 3.0, history
+
+    return logits_fn
+
+
+def test_shared_prefill_equals_expanded_rows_for_the_same_draws():
+    """decode(prompts, repeats=N) == decode(each prompt N times) token for token under sampling:
+    the first token of every sample is drawn from the shared prefill logits, in the same order."""
+    semicolons = torch.zeros(12, dtype=torch.long)
+    semicolons[5] = 1
+    rows = [[1, 2, 3], [4, 7], [9, 8, 6, 3]]
+    options = dict(pad_id=0, max_new_tokens=9, semicolons=semicolons, horizon_steps=2,
+                   eos_ids=(0,), sampling=Sampling(greedy=False, temperature=2.0, top_p=0.95))
+    shared = decode(hashed_logits_fn(), rows, repeats=4,
+                    generator=torch.Generator().manual_seed(7), **options)
+    expanded = decode(hashed_logits_fn(), [p for p in rows for _ in range(4)],
+                      generator=torch.Generator().manual_seed(7), **options)
+    assert shared.tokens == expanded.tokens
+    assert shared.prefill_rows == 3 and expanded.prefill_rows == 12
+    assert len({tuple(t) for t in shared.tokens}) > 3  # the samples of a prompt do differ

@@ -50,3 +50,35 @@ def test_shape_bounds_and_task_variants(compose_cfg) -> None:
     assert predict_cost(to_settings(compose_cfg("+experiment=baselines"))).total == 0.0
     evaluate = predict_cost(to_settings(compose_cfg("+experiment=baseline")))
     assert evaluate.training == evaluate.validation == 0.0 and evaluate.forecasting > 0
+
+
+def test_sampled_forecasting_prefills_each_system_once(compose_cfg) -> None:
+    from lora_forecast.planning import flops_counter
+
+    greedy = to_settings(compose_cfg("eval.n_systems=3"))
+    sampled = to_settings(compose_cfg("eval.n_systems=3", "eval.num_samples=4"))
+    shape, count = run_shape(sampled), flops_counter(sampled)
+    full = count("inference", shape.prompt_tokens, new_tokens=shape.horizon_tokens)
+    prefill = count("inference", shape.prompt_tokens, new_tokens=1)
+    assert predict_cost(sampled).forecasting == pytest.approx(
+        shape.n_test_systems * (prefill + 4 * (full - prefill)), rel=1e-12)
+    assert predict_cost(greedy).forecasting == shape.n_test_systems * full
+    assert predict_cost(sampled).forecasting < 4 * predict_cost(greedy).forecasting
+
+
+def test_metering_charges_one_prefill_per_system(compose_cfg) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from lora_forecast.planning import flops_counter
+    from lora_forecast.run import _forecast_cost
+
+    settings = to_settings(compose_cfg("eval.n_systems=3"))
+    count = flops_counter(settings)
+    greedy = SimpleNamespace(prompt_tokens=np.array([30]), generated_tokens=np.array([[9]]))
+    assert _forecast_cost(settings, greedy, None) == count("inference", 30, new_tokens=9)
+    sampled = SimpleNamespace(prompt_tokens=np.array([30]), generated_tokens=np.array([[9, 5]]))
+    prefill = count("inference", 30, new_tokens=1)
+    expected = prefill + sum(count("inference", 30, new_tokens=g) - prefill for g in (9, 5))
+    assert _forecast_cost(settings, sampled, None) == pytest.approx(expected, rel=1e-12)

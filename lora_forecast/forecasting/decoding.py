@@ -1,10 +1,13 @@
 """A batched, KV-cached decode loop whose model call is injected (and therefore easy to meter).
 
 The loop left-pads the prompts, runs ONE prefill over the batch (logits of the last position
-only), then feeds one token per row per step with the cache. It stops exactly when every row is
-finished: constrained, when each row's :class:`LLMTimeGrammar` is complete (no token is produced
-after the horizon); unconstrained, when each row has written ``horizon_steps`` ';' characters
-(the ';' that would open step ``horizon_steps + 1``), emitted EOS, or hit ``max_new_tokens``.
+only), then feeds one token per row per step with the cache. With ``repeats > 1`` (LLMTIME-style
+sampling) each distinct prompt is prefilled once and its logits, mask, positions and KV cache
+are copied to its ``repeats`` rows, so a long prompt is not recomputed per sample. It stops
+exactly when every row is finished: constrained, when each row's :class:`LLMTimeGrammar` is
+complete (no token is produced after the horizon); unconstrained, when each row has written
+``horizon_steps`` ';' characters (the ';' that would open step ``horizon_steps + 1``), emitted
+EOS, or hit ``max_new_tokens``.
 
 The only effectful dependency is a :data:`LogitsFn`; :func:`full_head_logits_fn` wraps a causal
 LM. Any function with the same signature works (a numeric head, or a no-cache reference that
@@ -60,9 +63,11 @@ class Sampling:
 class DecodeResult:
     """Generated ids per row (EOS kept if produced, nothing after a row finished) and counts.
 
-    ``prompt_tokens``/``generated_tokens`` are per row (unpadded); ``prompt_width`` and
-    ``decode_steps`` describe the compute actually done: one prefill over ``[B, prompt_width]``
-    plus ``decode_steps`` single-token forward calls over all ``B`` rows.
+    Rows are ``prompts x repeats``, each prompt's samples adjacent. ``prompt_tokens``/
+    ``generated_tokens`` are per row (unpadded); ``prefill_rows``, ``prompt_width`` and
+    ``decode_steps`` describe the compute actually done: one prefill over
+    ``[prefill_rows, prompt_width]`` (the distinct prompts) plus ``decode_steps`` single-token
+    forward calls over all ``B`` rows.
     """
 
     tokens: list[list[int]]
@@ -70,6 +75,7 @@ class DecodeResult:
     generated_tokens: list[int]
     prompt_width: int
     decode_steps: int
+    prefill_rows: int
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
@@ -128,14 +134,53 @@ class _FreeStop:
         return (self.seen >= self.horizon_steps) | torch.isin(tokens, self.eos)
 
 
+def repeat_rows(cache: Any, repeats: int) -> Any:
+    """``cache`` with each batch row repeated ``repeats`` times in place (repeat_interleave).
+
+    A transformers ``Cache`` (``DynamicCache`` in transformers 5) has
+    ``batch_repeat_interleave``, which repeats every layer's keys/values along dim 0. Other
+    opaque caches of injected :data:`LogitsFn` s may be tensors (batch first) or tuples/lists of
+    them; ``None`` and plain numbers (a step counter) carry no batch dimension.
+    """
+    if hasattr(cache, "batch_repeat_interleave"):
+        cache.batch_repeat_interleave(repeats)
+        return cache
+    if isinstance(cache, torch.Tensor):
+        return cache.repeat_interleave(repeats, dim=0)
+    if isinstance(cache, (tuple, list)):
+        return type(cache)(repeat_rows(item, repeats) for item in cache)
+    if cache is None or isinstance(cache, (int, float)):
+        return cache
+    raise TypeError(f"cannot repeat the rows of a {type(cache).__name__} cache")
+
+
+def _prefill(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], pad_id: int, repeats: int,
+             device: torch.device | str) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+    """Prefill the distinct prompts once, then expand to ``prompts x repeats`` rows.
+
+    Returns the last-position logits [B, V], the cache, the attention mask [B, W] and each
+    row's last position [B]. Every sample of a prompt then draws its own first token from the
+    same (shared) prefill logits.
+    """
+    input_ids, mask = left_pad(prompts, pad_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [P, W]
+    logits, cache = logits_fn(input_ids, mask, positions, None)  # [P, V]
+    last_pos = positions[:, -1]
+    if repeats > 1:
+        logits, mask, last_pos = (t.repeat_interleave(repeats, dim=0)
+                                  for t in (logits, mask, last_pos))
+        cache = repeat_rows(cache, repeats)
+    return logits, cache, mask, last_pos
+
+
 @torch.no_grad()
 def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int,
            max_new_tokens: int, grammar: LLMTimeGrammar | None = None,
            semicolons: torch.Tensor | None = None, horizon_steps: int | None = None,
            eos_ids: Sequence[int] = (), sampling: Sampling = Sampling(),
-           generator: torch.Generator | None = None,
-           device: torch.device | str = "cpu") -> DecodeResult:
-    """Generate a continuation for each prompt with one prefill and a KV-cached token loop.
+           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           repeats: int = 1) -> DecodeResult:
+    """Generate ``repeats`` continuations of each prompt: one prefill, a KV-cached token loop.
 
     Args:
         logits_fn: the model call (see :data:`LogitsFn`).
@@ -149,24 +194,26 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
         sampling: greedy or temperature/top-p sampling.
         generator: random source for sampling (seed it for determinism).
         device: where the input tensors go (the model's device).
+        repeats: rows per prompt (samples), adjacent in the output; the prompt is prefilled
+            once and its KV cache shared (copied) by its rows.
 
     Returns:
-        A :class:`DecodeResult`.
+        A :class:`DecodeResult` over ``len(prompts) * repeats`` rows.
     """
     if grammar is None and (semicolons is None or horizon_steps is None):
         raise ValueError("unconstrained decoding needs semicolons and horizon_steps")
     if grammar is not None and pad_id not in grammar.end_ids:
         raise ValueError(f"pad_id {pad_id} must be one of the grammar's end_ids")
-    input_ids, mask = left_pad(prompts, pad_id, device)
-    batch, width = input_ids.shape
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, W]
-    logits, cache = logits_fn(input_ids, mask, positions, None)  # [B, V]
+    if repeats < 1:
+        raise ValueError(f"repeats: must be >= 1, got {repeats}")
+    logits, cache, mask, last_pos = _prefill(logits_fn, prompts, pad_id, repeats, device)
+    batch, width = mask.shape
     processor = LLMTimeLogitsProcessor(grammar, prompt_length=0) if grammar else None
     free = None if grammar else _FreeStop(semicolons, horizon_steps, eos_ids, batch)
     generated = torch.empty((batch, 0), dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
-    last_pos, steps = positions[:, -1], 0
+    steps = 0
     for _ in range(max_new_tokens):
         if processor is not None:
             logits = processor(generated, logits)
@@ -186,6 +233,7 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
         logits, cache = logits_fn(token[:, None], mask, last_pos[:, None], cache)
         steps += 1
     rows = [generated[r, : int(lengths[r])].tolist() for r in range(batch)]
-    return DecodeResult(tokens=rows, prompt_tokens=[len(p) for p in prompts],
+    return DecodeResult(tokens=rows, prompt_tokens=[len(p) for p in prompts for _ in
+                                                    range(repeats)],
                         generated_tokens=[len(r) for r in rows], prompt_width=width,
-                        decode_steps=steps)
+                        decode_steps=steps, prefill_rows=len(prompts))

@@ -1,8 +1,9 @@
 """Forecast time series with a causal LM by continuing their LLMTIME text.
 
 For each system the prompt is ``codec.encode(context) + ";"`` mapped character by character to
-token ids; the model then writes ``horizon_steps`` further steps. ``num_samples > 1`` repeats
-each prompt and samples (LLMTIME-style); the point forecast is the per-step median over the
+token ids; the model then writes ``horizon_steps`` further steps. ``num_samples > 1`` samples
+(LLMTIME-style): each prompt is prefilled ONCE and its KV cache shared by its samples, so the
+long prompt is not recomputed per sample. The point forecast is the per-step median over the
 samples that parsed and the band their 10%/90% quantiles. Every sample that does not parse is
 recorded as such (NaN in ``samples``, False in ``parsed``), never silently dropped.
 """
@@ -45,12 +46,14 @@ class Codec(Protocol):
 
 @dataclass(frozen=True)
 class DecodeBatch:
-    """Compute actually spent on one batch: a prefill over ``[rows, prompt_width]`` tokens, then
-    ``decode_steps`` single-token forward calls over all ``rows`` (padding included)."""
+    """Compute actually spent on one batch: a prefill over ``[prefill_rows, prompt_width]``
+    tokens (one row per system), then ``decode_steps`` single-token forward calls over all
+    ``rows`` (system x sample, padding included)."""
 
     rows: int
     prompt_width: int
     decode_steps: int
+    prefill_rows: int
 
 
 @dataclass
@@ -61,7 +64,9 @@ class Forecast:
     ``point`` [S, H, V] is the per-step median over parsed samples (NaN where none parsed);
     ``lower``/``upper`` their 10%/90% quantiles (equal to ``point`` when N == 1).
     ``prompt_tokens`` [S] and ``generated_tokens`` [S, N] count real (unpadded) tokens, the
-    EOS of free decoding included; ``batches`` the padded compute per batch.
+    EOS of free decoding included: each system's prompt is prefilled once (yielding every
+    sample's first token), then each sample decodes the rest; ``batches`` the padded compute
+    per batch.
     """
 
     point: np.ndarray
@@ -99,7 +104,8 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
         codec: the LLMTIME codec (scaling alpha, ``decimals``) the model was trained with.
         contexts: ``[S, Tc, V]`` array, or S arrays ``[Tc_s, V]`` of different lengths.
         horizon_steps: steps to forecast (H).
-        batch_size: rows (system x sample) per forward batch.
+        batch_size: rows (system x sample) per forward batch: ``max(1, batch_size //
+            num_samples)`` systems, each prefilled once.
         constrained: enforce the LLMTIME grammar (always parses); False decodes freely and
             parses the first H ';'-separated steps of the text.
         num_samples: samples per system (N).
@@ -128,7 +134,6 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
     grammar = LLMTimeGrammar(n_vars, codec.decimals, horizon_steps, max_int_digits, alphabet,
                              eos_id=eos, end_ids=(eos, pad))
     prompts = [alphabet.encode(codec.encode(c) + ";") for c in series]
-    jobs = [(s, n) for s in range(n_sys) for n in range(num_samples)]  # system-major rows
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
     logits_fn = logits_fn or full_head_logits_fn(model)
@@ -141,12 +146,16 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
 
     tokens: dict[tuple[int, int], list[int]] = {}
     batches: list[DecodeBatch] = []
-    chunks = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
+    per_batch = max(1, batch_size // num_samples)
+    chunks = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
     with _eval_mode(model):
         for chunk in tqdm(chunks, desc="forecast", unit="batch", disable=not progress):
-            result: DecodeResult = decode(logits_fn, [prompts[s] for s, _ in chunk], **options)
-            tokens.update(zip(chunk, result.tokens, strict=True))
-            batches.append(DecodeBatch(len(chunk), result.prompt_width, result.decode_steps))
+            result: DecodeResult = decode(logits_fn, [prompts[s] for s in chunk],
+                                          repeats=num_samples, **options)
+            jobs = [(s, n) for s in chunk for n in range(num_samples)]  # system-major rows
+            tokens.update(zip(jobs, result.tokens, strict=True))
+            batches.append(DecodeBatch(len(jobs), result.prompt_width, result.decode_steps,
+                                       result.prefill_rows))
 
     texts = [[_text(tokens[s, n], constrained, alphabet, tokenizer, (eos, pad))
               for n in range(num_samples)] for s in range(n_sys)]
