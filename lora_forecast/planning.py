@@ -17,7 +17,6 @@ from lora_forecast.data.llmtime import tokens_per_step_upper_bound
 from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import split_systems
 from lora_forecast.data.windows import count_windows
-from lora_forecast.errors import ModelLoadError
 from lora_forecast.flops import Architecture, count_flops
 
 QWEN2_5_0_5B_IDS = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B")
@@ -36,15 +35,9 @@ def architecture_for(cfg: ModelConfig) -> Architecture:
         return Architecture.from_hf_config(tiny_qwen2_config(cfg))
     if cfg.name_or_path in QWEN2_5_0_5B_IDS:
         return Architecture.qwen2_5_0_5b()
-    from transformers import AutoConfig
+    from lora_forecast.models.build import pretrained_config
 
-    try:
-        return Architecture.from_hf_config(AutoConfig.from_pretrained(cfg.name_or_path))
-    except OSError:
-        raise ModelLoadError(
-            f"model.name_or_path: cannot read the config of {cfg.name_or_path!r} (Hub "
-            "unreachable or no local folder); use model=tiny or model.name_or_path=/local/dir"
-        ) from None
+    return Architecture.from_hf_config(pretrained_config(cfg))
 
 
 def data_shape(settings: Settings) -> tuple[int, int, int]:

@@ -25,9 +25,8 @@ from lora_forecast.evaluation.metrics import mse, score_forecasts
 from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
 from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
 from lora_forecast.forecasting import forecast
-from lora_forecast.forecasting.decoding import full_head_logits_fn
 from lora_forecast.models.build import build_model, load_trainable_state
-from lora_forecast.models.numeric_head import loss_fn_for, numeric_logits_fn, numeric_token_ids
+from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for, numeric_token_ids
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.planning import CostPrediction, flops_counter, predict_cost
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
@@ -36,13 +35,6 @@ from lora_forecast.training.signals import StopRequest
 __all__ = ["RunContext", "run", "predict_cost", "CostPrediction"]
 
 log = logging.getLogger(__name__)
-
-
-# model.head -> decoding logits function (same grammar, same greedy outputs; numeric is cheaper)
-LOGITS_FNS = {
-    "full": lambda model, allowed_ids: full_head_logits_fn(model),
-    "numeric": numeric_logits_fn,
-}
 
 
 def batch_loss_fn(head: str, tokenizer: Any):
@@ -194,8 +186,8 @@ def _run_forecast(
         top_p=settings.eval.top_p,
         max_int_digits=settings.eval.max_int_digits,
         seed=settings.eval.seed,
-        logits_fn=LOGITS_FNS[settings.model.head](
-            model, numeric_token_ids(tokenizer, include_eos=True)
+        logits_fn=logits_fn_for(
+            settings.model.head, model, numeric_token_ids(tokenizer, include_eos=True)
         ),
         progress=ctx.progress,
     )

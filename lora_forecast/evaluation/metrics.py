@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from lora_forecast.results import json_ready
+
 __all__ = [
     "bootstrap_ci",
     "crps_samples",
@@ -293,7 +295,7 @@ def score_forecasts(
         cover = interval_coverage(t, np.asarray(lower)[keep], np.asarray(upper)[keep])
         out["coverage_80"] = None if empty else cover
         out["crps"] = None if empty else crps_samples(t, samples[keep])
-    return _json_ready(out)
+    return json_ready(out)
 
 
 def _diff(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -336,14 +338,3 @@ def _sample_band(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN, a miss
         lower, upper = np.nanquantile(samples, [0.1, 0.9], axis=1)
     return lower, upper
-
-
-def _json_ready(value: Any) -> Any:
-    """Replace NaN/inf floats by None, recursively, and numpy scalars by Python ones."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value

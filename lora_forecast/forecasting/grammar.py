@@ -50,10 +50,10 @@ class LLMTimeAlphabet:
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> LLMTimeAlphabet:
         """Look every character up as a single token in ``tokenizer``'s vocabulary."""
-        ids = tokenizer.convert_tokens_to_ids(list("0123456789.,;-"))
-        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
-            raise ValueError("tokenizer lacks a single-character token for some of '0-9.,;-'")
-        return cls(tuple(ids[:10]), ids[10], ids[11], ids[12], ids[13])
+        from lora_forecast.data.windows import alphabet_ids  # the one validated lookup
+
+        ids = alphabet_ids(tokenizer)
+        return cls(tuple(ids[d] for d in "0123456789"), ids["."], ids[","], ids[";"], ids["-"])
 
     @property
     def char_to_id(self) -> dict[str, int]:

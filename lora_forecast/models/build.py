@@ -12,6 +12,7 @@ from peft import PeftModel, get_peft_model
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -53,17 +54,22 @@ def _unavailable(cfg: ModelConfig, exc: Exception) -> ModelLoadError:
     )
 
 
-def check_model_available(cfg: ModelConfig) -> None:
-    """Fail fast, before the budget is touched, when a pretrained model cannot be resolved.
+def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
+    """A pretrained model's config only (a local folder, the HF cache, or one small Hub request).
 
-    Reads only the model's config (a local folder, the HF cache, or one small Hub request).
+    Raises:
+        ModelLoadError: in one sentence naming ``model=tiny`` and local paths when offline.
     """
-    if cfg.kind != "pretrained":
-        return
     try:
-        AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision)
+        return AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision)
     except (OSError, ValueError) as exc:
         raise _unavailable(cfg, exc) from None
+
+
+def check_model_available(cfg: ModelConfig) -> None:
+    """Fail fast, before the budget is touched, when a pretrained model cannot be resolved."""
+    if cfg.kind == "pretrained":
+        pretrained_config(cfg)
 
 
 def _load_pretrained(cfg: ModelConfig) -> PreTrainedModel:

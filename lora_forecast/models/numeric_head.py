@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
 
+from lora_forecast.data.windows import alphabet_ids
+from lora_forecast.forecasting.decoding import LogitsFn, full_head_logits_fn
+
 IGNORE_INDEX = -100  # label of positions the loss skips (padding, prompt), as in HF
 NUMERIC_TOKENS = tuple("0123456789.,;")  # the LLMTIME alphabet: digits, point, comma, semicolon
 
-# (input_ids[B, T], attention_mask[B, T], position_ids[B, T], past_key_values)
-#   -> (logits of the last position [B, V_full], past_key_values)
-LogitsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
 # (model, input_ids[B, T], attention_mask[B, T], labels[B, T]) -> scalar loss
 HeadLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -51,12 +51,8 @@ def numeric_token_ids(tokenizer: Any, *, include_eos: bool = False) -> tuple[int
     Raises:
         ValueError: a character does not encode to exactly one token, or EOS is unset.
     """
-    ids = []
-    for char in NUMERIC_TOKENS:
-        encoded = tokenizer.encode(char, add_special_tokens=False)
-        if len(encoded) != 1:
-            raise ValueError(f"numeric head: {char!r} encodes to {encoded}, not a single token")
-        ids.append(encoded[0])
+    vocab = alphabet_ids(tokenizer)
+    ids = [vocab[char] for char in NUMERIC_TOKENS]
     if include_eos:
         if tokenizer.eos_token_id is None:
             raise ValueError("numeric head: include_eos=True but the tokenizer has no eos_token_id")
@@ -224,3 +220,17 @@ def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
         return full, out.past_key_values
 
     return logits_fn
+
+
+# model.head -> decoding LogitsFn (same grammar, same greedy outputs; numeric is cheaper)
+HEAD_LOGITS: dict[str, Callable[[nn.Module, Sequence[int]], LogitsFn]] = {
+    "full": lambda model, allowed_ids: full_head_logits_fn(model),
+    "numeric": numeric_logits_fn,
+}
+
+
+def logits_fn_for(head: str, model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
+    """The decoding logits function for ``model.head`` (see :data:`HEAD_LOGITS`)."""
+    if head not in HEAD_LOGITS:
+        raise ValueError(f"model.head: must be one of {sorted(HEAD_LOGITS)}, got {head!r}")
+    return HEAD_LOGITS[head](model, allowed_ids)

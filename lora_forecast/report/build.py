@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lora_forecast.budget.ledger import OPEN_STATUSES
+from lora_forecast.budget.report import spend_of
 from lora_forecast.report.collect import (
     LedgerRead,
     RunRecord,
@@ -37,7 +39,6 @@ from lora_forecast.report.tables import (
 __all__ = ["ReportInputs", "build_report", "render_report", "resolve_budget"]
 
 LR_KEY, RANK_KEY, CONTEXT_KEY = "train.lr", "lora.rank", "data.context_tokens"
-OPEN_STATUSES = ("reserved", "running")  # as in the ledger: not finished, FLOPs still held
 METRIC_BARS, ERROR_PER_STEP, FORECASTS = "metric_bars.png", "error_per_step.png", "forecasts.png"
 
 
@@ -135,8 +136,8 @@ def _flops_section(inputs: ReportInputs) -> list[str]:
 def _spend_line(rows: Sequence[Any], budget: float | None) -> str:
     """Committed spend plus open reservations, against the budget (the ledger's arithmetic)."""
     open_ = [r for r in rows if r.status in OPEN_STATUSES]
-    committed = sum(r.spent_flops for r in rows if r.status not in OPEN_STATUSES)
-    reserved = sum(max(r.predicted_flops, r.spent_flops) for r in open_)
+    spend = spend_of(rows)
+    committed, reserved = spend.committed, spend.reserved_open
     line = f"Spent {fmt_flops(committed)}"
     if open_:
         line += f" + {fmt_flops(reserved)} reserved by {len(open_)} open run(s)"

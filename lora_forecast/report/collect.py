@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from lora_forecast.errors import LoraForecastError
+from lora_forecast.results import RESULTS_FILE
 
 __all__ = [
     "RESULTS_FILE",
@@ -33,7 +34,6 @@ __all__ = [
     "read_ledger",
 ]
 
-RESULTS_FILE = "results.json"
 SWEEP_MARKERS = ("multirun.yaml", "optimization_results.yaml")
 OPTIMIZATION_RESULTS = "optimization_results.yaml"
 
