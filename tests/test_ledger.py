@@ -226,3 +226,13 @@ class _PgError(Exception):
 ])
 def test_only_transient_errors_are_retried(orig: Exception, retry: bool) -> None:
     assert is_retryable(sa.exc.OperationalError("stmt", {}, orig)) is retry
+
+
+def test_unreachable_database_is_one_line_naming_the_url() -> None:
+    pytest.importorskip("psycopg")
+    url = "postgresql+psycopg://someone:secret@127.0.0.1:1/nowhere"  # port 1: refused at once
+    with pytest.raises(LedgerError) as info:
+        Ledger(url)
+    message = str(info.value)
+    assert message.startswith("budget.ledger_url: cannot connect to postgresql+psycopg://someone")
+    assert "secret" not in message and "\n" not in message

@@ -168,6 +168,16 @@ def lock_for_reservation(conn: Connection) -> None:
         conn.exec_driver_sql("LOCK TABLE runs IN EXCLUSIVE MODE")
 
 
+def _connect(engine: Engine) -> Connection:
+    """Open a connection; a database that cannot be reached is the user's URL, not a bug."""
+    try:
+        return engine.connect()
+    except sa.exc.OperationalError as exc:
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        where = engine.url.render_as_string(hide_password=True)
+        raise LedgerError(f"budget.ledger_url: cannot connect to {where}: {reason}") from None
+
+
 def transact(engine: Engine, work: Callable[[Connection], T], *, write: bool = True,
              retries: int = 8) -> T:
     """Run ``work`` in one transaction, retrying transient lock/serialization errors.
@@ -176,7 +186,7 @@ def transact(engine: Engine, work: Callable[[Connection], T], *, write: bool = T
     """
     for attempt in range(retries):
         try:
-            with engine.connect() as conn:
+            with _connect(engine) as conn:
                 conn.execution_options(ledger_write=write)
                 with conn.begin():
                     return work(conn)
