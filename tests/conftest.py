@@ -23,7 +23,6 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
-REAL_DATA = REPO.parent / "shared" / "data" / "lotka_volterra_data.h5"
 
 # Small enough for seconds on 2 cores, large enough to exercise every phase.
 SHRINK = [

@@ -217,19 +217,24 @@ def straight_cfg(tmp_path: Path, ledger: Path):
         return compose(config_name="config", overrides=overrides)
 
 
+def interrupt_after_checkpoint(tmp_path: Path, run_dir: Path, name: str, sig: int) -> int:
+    """Start the CLI run, send ``sig`` once it has a checkpoint; returns its exit code."""
+    proc = start(cli(tmp_path, run_dir), tmp_path / name)
+    try:
+        wait_for_checkpoint(proc, run_dir, tmp_path / name)
+        proc.send_signal(sig)
+    finally:
+        proc.wait(timeout=120)
+    return proc.returncode
+
+
 def test_kill_9_then_resume_equals_straight(tmp_path: Path) -> None:
     """SIGKILL after a checkpoint; ``train.resume=auto`` in the same run dir completes with the
     uninterrupted run's weights and spend, and the row the dead process left open is closed."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_task(straight_cfg(tmp_path, tmp_path / "straight.sqlite"), straight)
 
-    proc = start(cli(tmp_path, killed), tmp_path / "kill")
-    try:
-        wait_for_checkpoint(proc, killed, tmp_path / "kill")
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    assert interrupt_after_checkpoint(tmp_path, killed, "kill", signal.SIGKILL) == -signal.SIGKILL
     run_id = read_run_id(killed)
     assert run_id and read_results(killed) is None  # died without settling anything
     assert newest_checkpoint_step(killed) < 60
@@ -258,13 +263,7 @@ def test_kill_9_then_resume_equals_straight(tmp_path: Path) -> None:
 
 def test_sigterm_finishes_the_step_checkpoints_and_exits_130(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = start(cli(tmp_path, run_dir), tmp_path / "term")
-    try:
-        wait_for_checkpoint(proc, run_dir, tmp_path / "term")
-        proc.send_signal(signal.SIGTERM)
-    finally:
-        proc.wait(timeout=120)
-    assert proc.returncode == EXIT_INTERRUPTED
+    assert interrupt_after_checkpoint(tmp_path, run_dir, "term", signal.SIGTERM) == EXIT_INTERRUPTED
     stderr = (tmp_path / "term.err").read_text()
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
