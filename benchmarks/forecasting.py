@@ -2,6 +2,7 @@
 
     python -m benchmarks.forecasting [--layers 24] [--systems 10] [--context-steps 50]
                                      [--horizon 10] [--batch-size 16] [--reference-systems 2]
+                                     [--reference-tokens N] [--repeats 2] [--device cpu]
 
 Same random full-width Qwen2.5-0.5B-shaped model (``--layers`` shrinks the depth), same
 synthetic Lotka-Volterra contexts (``lora_forecast.data.generator``), greedy, constrained by
@@ -25,13 +26,12 @@ object (``speedup``, ``identical``, ...).
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import model_configs, print_json_last, print_table
+from benchmarks.common import model_configs, pick_device, print_json_last, print_table, timer
 from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.data.llmtime import LLMTimeCodec
 from lora_forecast.forecasting import LLMTimeAlphabet, LLMTimeGrammar, LLMTimeLogitsProcessor
@@ -56,7 +56,7 @@ def reference_forecast(model: torch.nn.Module, prompt: list[int], grammar: LLMTi
 
     Stops when the grammar is complete, or after ``max_tokens`` tokens (a timing sample).
     """
-    ids = torch.tensor([prompt])  # (1, T)
+    ids = torch.tensor([prompt], device=model.device)  # (1, T)
     processor = LLMTimeLogitsProcessor(grammar, prompt_length=len(prompt))
     for _ in range(min(grammar.max_length, max_tokens or grammar.max_length)):
         logits = model(input_ids=ids, use_cache=False).logits[:, -1, :]  # (1, V)
@@ -77,13 +77,13 @@ def run_reference(model, contexts, codec, horizon: int,
                              eos_id=tokenizer.eos_token_id,
                              end_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id))
     texts, tokens = [], 0
-    start = time.perf_counter()
-    for context in contexts:
-        prompt = alphabet.encode(codec.encode(context) + ";")
-        generated = reference_forecast(model, prompt, grammar, max_tokens)
-        tokens += len(generated)
-        texts.append(alphabet.decode(generated))
-    return texts, time.perf_counter() - start, tokens
+    with timer(model.device) as elapsed:
+        for context in contexts:
+            prompt = alphabet.encode(codec.encode(context) + ";")
+            generated = reference_forecast(model, prompt, grammar, max_tokens)
+            tokens += len(generated)
+            texts.append(alphabet.decode(generated))
+    return texts, elapsed[0], tokens
 
 
 def run_ours(model, contexts, codec, horizon: int,
@@ -91,19 +91,17 @@ def run_ours(model, contexts, codec, horizon: int,
     """Texts, wall seconds and generated tokens per system of the batched numeric-head
     forecaster."""
     logits_fn = numeric_logits_fn(model, numeric_token_ids(qwen_tokenizer()))
-    start = time.perf_counter()
-    with torch.inference_mode():
+    with timer(model.device) as elapsed, torch.inference_mode():
         result = batched_forecast(model, codec, contexts, horizon_steps=horizon,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
                                   progress=False)
-    seconds = time.perf_counter() - start
-    return [t[0] for t in result.texts], seconds, result.generated_tokens[:, 0].tolist()
+    return [t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist()
 
 
 def warm_up(model: torch.nn.Module) -> None:
     """One small untimed forward (one-off kernel and allocator set-up), off the clock."""
     with torch.inference_mode():
-        model(input_ids=torch.full((2, 16), 15), use_cache=True)
+        model(input_ids=torch.full((2, 16), 15, device=model.device), use_cache=True)
 
 
 def _parse(argv: list[str] | None) -> dict[str, Any]:
@@ -120,6 +118,7 @@ def _parse(argv: list[str] | None) -> dict[str, Any]:
                              "its time per token to the full forecast (default: no cap)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs of our forecaster; the fastest counts (the CPU is shared)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     opts = vars(parser.parse_args(argv))
     if opts["repeats"] < 1:
         parser.error("--repeats: must be >= 1")
@@ -139,7 +138,8 @@ def _reference_seconds_per_forecast(ref_s: float, ref_tokens: int, ours_tokens: 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = _parse(argv)
     torch.manual_seed(0)
-    model = build_model(*model_configs(opts["layers"], rank=8)).eval()
+    device = pick_device(opts["device"])
+    model = build_model(*model_configs(opts["layers"], rank=8)).to(device).eval()
     contexts, codec = contexts_and_codec(opts["systems"], opts["context_steps"])
     n_ref, cap = opts["reference_systems"], opts["reference_tokens"]
     warm_up(model)
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "ours_seconds": ours_s, "reference_seconds": ref_s,
                "ours_generated_tokens": sum(ours_tokens), "reference_generated_tokens": ref_tokens,
                "prompt_tokens": prompt_tokens, "threads": torch.get_num_threads(),
+               "device": str(device),
                **{k: opts[k] for k in ("layers", "systems", "context_steps", "horizon")}}
     print_json_last(summary)
     return summary

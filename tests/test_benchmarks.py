@@ -1,0 +1,68 @@
+"""The benchmarks' contract at toy size: the README's commands run, and their last line is the
+JSON of ratios the issue asks for. Timings are not asserted (they belong to the benchmarks);
+the numbers that are exact by construction are.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import forecasting, training
+from benchmarks.common import LLMTIME_IDS, model_configs
+from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.models.build import tiny_qwen2_config
+
+
+def _last_json_line(capsys: pytest.CaptureFixture[str]) -> dict:
+    lines = capsys.readouterr().out.strip().splitlines()
+    return json.loads(lines[-1])
+
+
+def test_forecasting_benchmark_matches_the_reference_token_for_token(capsys):
+    summary = forecasting.main(["--layers", "1", "--systems", "3", "--reference-systems", "2",
+                                "--context-steps", "4", "--horizon", "2", "--repeats", "1"])
+    assert _last_json_line(capsys) == pytest.approx(summary)
+    # greedy, same model, same grammar: the batched cached forecaster writes the same tokens
+    assert summary["identical"] is True
+    assert summary["identical_systems"] == summary["compared_systems"] == 2
+    assert summary["reference_extrapolated"] is False  # uncapped: every token was timed
+    assert summary["speedup"] > 0
+    # 2 steps x 2 variables, each value ends in one separator; 3 systems
+    assert summary["ours_generated_tokens"] >= 3 * 2 * 2 * 2
+
+
+def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
+    summary = forecasting.main(["--layers", "1", "--systems", "2", "--reference-systems", "1",
+                                "--reference-tokens", "3", "--context-steps", "4",
+                                "--horizon", "3", "--repeats", "1"])
+    assert summary["reference_generated_tokens"] == 3
+    assert summary["reference_extrapolated"] is True
+    assert summary["identical"] is True  # compared on the reference's 3-token prefix
+    _last_json_line(capsys)
+
+
+def test_training_benchmark_reports_the_exact_flops_ratio(capsys):
+    argv = ["--layers", "2", "--batch", "1", "--context", "16", "--steps", "1", "--warmup", "0",
+            "--variants", "reference,numeric"]
+    summary = training.main(argv)
+    assert _last_json_line(capsys) == pytest.approx(summary)
+    model_cfg, _ = model_configs(2, 8)
+    arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
+
+    def flops(head_vocab: int | None) -> float:
+        return count_flops(arch, accounting="exact", mode="train", context_tokens=16,
+                           batch_size=1, steps=1, lora_rank=8,
+                           lora_targets=("q_proj", "v_proj"), head_vocab=head_vocab).total
+
+    assert summary["flops_ratio"] == pytest.approx(flops(len(LLMTIME_IDS)) / flops(None))
+    assert 0 < summary["flops_ratio"] < 1
+    assert summary["speedup"] > 0 and summary["memory_ratio"] > 0
+    assert "speedup_at_24_layers_extrapolated" in summary  # depth < 24: extrapolated too
+    assert {"numeric_tokens_per_s", "reference_tokens_per_s"} <= summary.keys()
+
+
+def test_training_benchmark_needs_both_variants():
+    with pytest.raises(SystemExit):
+        training.main(["--variants", "numeric"])
