@@ -14,13 +14,15 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from lora_forecast.errors import ConfigError
+from lora_forecast.errors import ConfigError, omegaconf_key_and_reason
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "linear", "cosine")
 HEADS = ("full", "numeric")
 ACCOUNTINGS = ("seed", "exact")
+SCHEMA_NAME = "schema"  # each group's structured-config option (conf/<group>/*.yaml defaults)
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -395,7 +397,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="settings_schema", node=Settings)
     for group, schema in GROUP_SCHEMAS.items():
-        store.store(group=group, name="schema", node=schema)
+        store.store(group=group, name=SCHEMA_NAME, node=schema)
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -413,7 +415,11 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 def to_settings(cfg: DictConfig) -> Settings:
     """Convert the composed Hydra config into validated :class:`Settings` (raises ConfigError)."""
-    merged = OmegaConf.merge(OmegaConf.structured(Settings), resolved_config(cfg))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Settings), resolved_config(cfg))
+    except OmegaConfBaseException as exc:  # e.g. train.lr='${oops}': an unresolvable value
+        key, reason = omegaconf_key_and_reason(exc)
+        raise ConfigError(f"{key}: {reason}" if key else reason) from exc
     settings = OmegaConf.to_object(merged)
     assert isinstance(settings, Settings)
     return settings

@@ -23,3 +23,14 @@ class ModelLoadError(LoraForecastError, RuntimeError):
 
 class BudgetExceededError(LoraForecastError):
     """A run was rejected because it would push the study past its FLOPs budget."""
+
+
+def omegaconf_key_and_reason(exc: Exception) -> tuple[str | None, str]:
+    """(full key or None, first line of the message) of an OmegaConf error.
+
+    OmegaConf appends ``full_key:``/``object_type=`` lines to its messages; the key becomes the
+    front of our one line instead.
+    """
+    message = str(getattr(exc, "msg", None) or exc)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return getattr(exc, "full_key", None) or None, lines[0] if lines else type(exc).__name__

@@ -168,8 +168,17 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
     [
         (["lora.rank=0"], "lora.rank"),
         (["data.source=file", "data.path=/nonexistent.h5"], "/nonexistent.h5"),
+        # Hydra's own composition errors, which it would print over several lines
+        (["train.lr=abc"], "train.lr: Value 'abc'"),
+        (["train.lrr=1"], "train.lrr: Key 'lrr' not in"),
+        (["model=nope"], "Could not find 'model/nope' (available: qwen2.5-0.5b-instruct, tiny)"),
+        (["train.lr=("], "Error parsing override 'train.lr=('"),
+        (["train.lr=${oops}"], "train.lr: Interpolation key 'oops' not found"),
+        (["hydra/sweeper=budgeted_optuna", "hydra.sweeper.sampler.name=nope", "--multirun"],
+         "hydra.sweeper.sampler.name: must be one of"),
     ],
-    ids=["lora-rank-0", "missing-data-file"],
+    ids=["lora-rank-0", "missing-data-file", "not-a-float", "unknown-key", "unknown-option",
+         "override-syntax", "bad-interpolation", "sweeper-option"],
 )
 def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
     tmp_path: Path, bad: list[str], named: str
@@ -189,15 +198,44 @@ def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 1, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and named in last, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: ") and named in lines[0], lines
     results = read_results(run_dir)
     assert results is None or results["status"] != "completed"
     assert read_run_id(run_dir) is None
     if ledger_path(tmp_path).exists():
         with Ledger(f"sqlite:///{ledger_path(tmp_path)}", create=False) as ledger:
             assert all(r.status == "rejected" and r.spent_flops == 0 for r in ledger.rows())
+
+
+@pytest.mark.parametrize("bad", ["train.lr=abc", "lora.rank=0"], ids=["hydra", "ours"])
+def test_cli_hydra_full_error_shows_the_traceback(tmp_path: Path, bad: str) -> None:
+    command = [sys.executable, "-m", "lora_forecast", *SHRINK, f"hydra.run.dir={tmp_path}/run",
+               f"output_dir={tmp_path / 'outputs'}", bad]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("users", [None, "0", "1"])
+def test_deferring_hydra_reports_restores_the_users_setting(monkeypatch, users) -> None:
+    from lora_forecast.cli import defer_hydra_error_reports, restore_user_error_setting
+
+    if users is None:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", users)
+    deferred = defer_hydra_error_reports()
+    assert deferred == (users != "1")
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"  # Hydra raises to us until the task starts
+    restore_user_error_setting()
+    assert os.environ.get("HYDRA_FULL_ERROR") == users
+    restore_user_error_setting()  # idempotent: every job of a sweep calls it
+    assert os.environ.get("HYDRA_FULL_ERROR") == users
 
 
 def test_a_tracker_that_cannot_start_leaves_no_open_reservation(

@@ -40,6 +40,7 @@ from hydra_plugins.budgeted_optuna_sweeper._study import (
     quiet_heartbeat_warnings,
     requeue,
 )
+from lora_forecast.errors import ConfigError
 from lora_forecast.training.pruning import PRUNED_AT_ATTR, PRUNER_ATTR
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def _directions(direction: Any) -> list[str]:
     items = [direction] if isinstance(direction, str) else list(direction)
     for item in items:
         if str(item).lower() not in ("minimize", "maximize"):
-            raise ValueError(f"hydra.sweeper.direction: minimize or maximize, got {item!r}")
+            raise ConfigError(f"hydra.sweeper.direction: minimize or maximize, got {item!r}")
     return [str(item).lower() for item in items]
 
 

@@ -26,6 +26,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from lora_forecast.errors import ConfigError
+
 PRIMITIVES = (str, int, float, bool, type(None))
 
 
@@ -71,7 +73,7 @@ class Param:
         if isinstance(d, FloatDistribution) and d.step is not None:
             n = int(round((d.high - d.low) / d.step))
             return [d.low + i * d.step for i in range(n + 1)]
-        raise ValueError(f"{self.name}: a grid needs discrete values (choice(...) or "
+        raise ConfigError(f"{self.name}: a grid needs discrete values (choice(...) or "
                          f"range(...)), got {d}")
 
 
@@ -134,7 +136,7 @@ def to_param(override: Override) -> Param:
         return _range(name, value, override)
     if isinstance(value, IntervalSweep):
         return _interval(name, value)
-    raise ValueError(f"{override.input_line}: sweep type {type(value).__name__} is not "
+    raise ConfigError(f"{override.input_line}: sweep type {type(value).__name__} is not "
                      "supported (use choice, range or interval)")
 
 

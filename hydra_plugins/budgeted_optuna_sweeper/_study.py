@@ -38,6 +38,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lora_forecast.budget.store import pid_alive
+from lora_forecast.errors import ConfigError
 from lora_forecast.training.pruning import journal_path, open_storage
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def quiet_heartbeat_warnings() -> Iterator[None]:
 
 def _cmaes(**kwargs: Any) -> BaseSampler:
     if importlib.util.find_spec("cmaes") is None:
-        raise ValueError("sampler.name=cmaes needs the `cmaes` package (pip install cmaes)")
+        raise ConfigError("hydra.sweeper.sampler.name=cmaes needs the `cmaes` package "
+                          "(pip install cmaes)")
     return CmaEsSampler(**kwargs)
 
 
@@ -84,8 +86,8 @@ def build_sampler(name: str, seed: int | None, options: dict[str, Any],
     if name == "grid":
         return QuietGridSampler(grid(), seed=seed)
     if name not in SAMPLERS:
-        raise ValueError(f"sampler.name: must be one of {sorted([*SAMPLERS, 'grid'])}, "
-                         f"got {name!r}")
+        raise ConfigError("hydra.sweeper.sampler.name: must be one of "
+                          f"{sorted([*SAMPLERS, 'grid'])}, got {name!r}")
     return SAMPLERS[name](seed=seed, **options)
 
 
@@ -113,9 +115,10 @@ def open_study(storage_url: str, study_name: str, sampler: BaseSampler,
                                grace_period=heartbeat[1])
     study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
                                 directions=directions, load_if_exists=True)
-    if [d.name.lower() for d in study.directions] != [d.lower() for d in directions]:
-        raise ValueError(f"study {study_name!r} exists with directions "
-                         f"{[d.name.lower() for d in study.directions]}, not {directions}")
+    existing = [d.name.lower() for d in study.directions]
+    if existing != [d.lower() for d in directions]:
+        raise ConfigError(f"hydra.sweeper.study_name: study {study_name!r} exists with "
+                          f"directions {existing}, not {directions}")
     with quiet_heartbeat_warnings():
         optuna.storages.fail_stale_trials(study)
     fail_dead_local_trials(study)

@@ -9,6 +9,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from lora_forecast.errors import ConfigError  # dependency-free, keeps discovery light
+
 
 def _validate(options: dict[str, Any]) -> None:
     problems = []
@@ -21,7 +23,7 @@ def _validate(options: dict[str, Any]) -> None:
     if int(options["max_retries"]) < 0:
         problems.append(f"max_retries must be >= 0, got {options['max_retries']}")
     if problems:
-        raise ValueError("hydra.sweeper: " + "; ".join(problems))
+        raise ConfigError("hydra.sweeper: " + "; ".join(problems))
 
 
 class BudgetedOptunaSweeper(Sweeper):

@@ -34,6 +34,8 @@ from optuna.pruners import (
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from lora_forecast.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 PRUNER_ATTR = "pruner"  # study user attribute holding the pruner spec
@@ -95,7 +97,8 @@ def build_pruner(spec: Mapping[str, Any] | None) -> BasePruner:
         return NopPruner()
     name = str(spec.get("name", "none"))
     if name not in PRUNERS:
-        raise ValueError(f"pruner.name: must be one of {sorted(PRUNERS)}, got {name!r}")
+        raise ConfigError(f"hydra.sweeper.pruner.name: must be one of {sorted(PRUNERS)}, "
+                          f"got {name!r}")
     return PRUNERS[name](**dict(spec.get("options") or {}))
 
 
