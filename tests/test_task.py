@@ -176,9 +176,11 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
         (["train.lr=${oops}"], "train.lr: Interpolation key 'oops' not found"),
         (["hydra/sweeper=budgeted_optuna", "hydra.sweeper.sampler.name=nope", "--multirun"],
          "hydra.sweeper.sampler.name: must be one of"),
+        (["hydra/sweeper=budgeted_optuna", 'hydra.sweeper.params={train.lr:"interval(1,2)"}',
+          "--multirun"], "To append to your config use +hydra.sweeper.params="),
     ],
     ids=["lora-rank-0", "missing-data-file", "not-a-float", "unknown-key", "unknown-option",
-         "override-syntax", "bad-interpolation", "sweeper-option"],
+         "override-syntax", "bad-interpolation", "sweeper-option", "sweeper-params-without-plus"],
 )
 def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
     tmp_path: Path, bad: list[str], named: str

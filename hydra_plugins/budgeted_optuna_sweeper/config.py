@@ -57,7 +57,9 @@ class BudgetedOptunaSweeperConf:
     max_failure_rate: float = 0.5
     # Search space in Hydra's override grammar: choice(...), interval(a, b),
     # int(interval(a, b)), tag(log, interval(a, b)), range(a, b, step), or a fixed value.
-    params: dict[str, Any] | None = None
+    # An empty dict, not null: setting it whole on the command line without ``+`` then gets
+    # Hydra's "use +hydra.sweeper.params=..." hint, not an OmegaConf AttributeError on None.
+    params: dict[str, Any] | None = field(default_factory=dict)
     # Predict each trial's FLOPs and refuse those that would exceed budget.max_flops.
     budget_admission: bool = True
     # End the sweep after this many budget rejections in a row (null: never).
