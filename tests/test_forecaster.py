@@ -20,6 +20,7 @@ from lora_forecast.forecasting import (
 )
 from lora_forecast.forecasting.decoding import Sampling, left_pad, next_tokens
 from lora_forecast.models.build import build_model, load_base_model
+from lora_forecast.models.numeric_head import logits_fn_for, numeric_token_ids
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
 H, V, MAX_INT = 2, 2, 2
@@ -297,3 +298,20 @@ def test_shared_prefill_equals_expanded_rows_for_the_same_draws():
     assert shared.tokens == expanded.tokens
     assert shared.prefill_rows == 3 and expanded.prefill_rows == 12
     assert len({tuple(t) for t in shared.tokens}) > 3  # the samples of a prompt do differ
+
+
+@pytest.mark.parametrize("lm_head_bias", [False, True])
+def test_numeric_head_forecasts_equal_the_full_heads_under_greedy(contexts, lm_head_bias):
+    """What run.py does for model.head=numeric vs full: the same tokens, the same numbers."""
+    model = build_model(ModelConfig(kind="tiny", lm_head_bias=lm_head_bias), LoraConfig()).eval()
+    if lm_head_bias:  # small enough to keep the model's preferences, large enough to move some
+        with torch.no_grad():
+            bias = model.get_output_embeddings().bias
+            bias.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
+    allowed = numeric_token_ids(qwen_tokenizer(), include_eos=True)
+    options = dict(horizon_steps=H, batch_size=4, max_int_digits=MAX_INT, progress=False)
+    runs = {head: forecast(model, CODEC, contexts, logits_fn=logits_fn_for(head, model, allowed),
+                           **options) for head in ("full", "numeric")}
+    assert runs["numeric"].texts == runs["full"].texts
+    np.testing.assert_array_equal(runs["numeric"].samples, runs["full"].samples)
+    assert all(parse_forecast(t[0], CODEC, H, V).shape == (H, V) for t in runs["full"].texts)
