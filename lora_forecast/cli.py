@@ -62,10 +62,9 @@ def one_line_error(exc: BaseException) -> str | None:
     if isinstance(exc, LoraForecastError):
         return str(exc)
     if isinstance(exc, MissingConfigException):
-        head = _lines(str(exc))[0]
+        head = " ".join(_lines(str(exc))[:1])
         options = [name for name in exc.options or () if name != SCHEMA_NAME]
-        options = f" (available: {', '.join(options)})" if options else ""
-        return head + options
+        return head + (f" (available: {', '.join(options)})" if options else "")
     if isinstance(exc, OverrideParseException):
         return ": ".join(_lines(exc.message)[:2])
     if isinstance(exc, OmegaConfBaseException):

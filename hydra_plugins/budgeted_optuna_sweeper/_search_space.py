@@ -74,7 +74,7 @@ class Param:
             n = int(round((d.high - d.low) / d.step))
             return [d.low + i * d.step for i in range(n + 1)]
         raise ConfigError(f"{self.name}: a grid needs discrete values (choice(...) or "
-                         f"range(...)), got {d}")
+                          f"range(...)), got {d}")
 
 
 @dataclass
@@ -137,7 +137,7 @@ def to_param(override: Override) -> Param:
     if isinstance(value, IntervalSweep):
         return _interval(name, value)
     raise ConfigError(f"{override.input_line}: sweep type {type(value).__name__} is not "
-                     "supported (use choice, range or interval)")
+                      "supported (use choice, range or interval)")
 
 
 def params_to_overrides(params: dict[str, Any] | None) -> list[str]:
