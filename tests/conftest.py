@@ -24,6 +24,13 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment of a child Python run by a test: this checkout importable, one intra-op
+    thread (as in-process), offline Hub and W&B; ``extra`` adds or overrides variables."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **extra}
+
 # Small enough for seconds on 2 cores, large enough to exercise every phase.
 SHRINK = [
     "model=tiny",

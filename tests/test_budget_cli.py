@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
@@ -17,14 +17,12 @@ from lora_forecast.budget.callback import BudgetCallback, read_run_id, write_run
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.budget.report import format_table
 
-REPO = Path(__file__).resolve().parents[1]
 BUDGET = 1e17
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "lora_forecast.budget", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=60)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -187,7 +185,7 @@ hydra:
 def test_callback_in_a_real_hydra_multirun(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(HYDRA_APP)
     (tmp_path / "app.yaml").write_text(HYDRA_CONF)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
 
     def multirun(xs: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "app.py", "--multirun", f"x={xs}",

@@ -13,7 +13,6 @@ not be the same run):
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import CONF_DIR, SHRINK
+from conftest import CONF_DIR, SHRINK, subprocess_env
 from hydra import compose, initialize_config_dir
 
 import lora_forecast.task as task_module
@@ -34,7 +33,6 @@ from lora_forecast.task import EXIT_INTERRUPTED, run_task
 from lora_forecast.tracking import NullTracker
 from lora_forecast.training import checkpoint as ckpt
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHT_TOL = 1e-6
 # Compared per step between the straight and the resumed run (tokens_per_s is wall-clock).
 LOGGED = ("train/loss", "val/loss", "lr", "grad_norm", "flops/spent")
@@ -173,21 +171,11 @@ def cli(tmp_path: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def cli_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-    }
-
-
 def start(command: list[str], log: Path) -> subprocess.Popen:
     """Popen with output to files (a full pipe would stall the child)."""
     out = (log.with_suffix(".out")).open("w")
     err = (log.with_suffix(".err")).open("w")
-    return subprocess.Popen(command, cwd=log.parent, env=cli_env(), stdout=out, stderr=err)
+    return subprocess.Popen(command, cwd=log.parent, env=subprocess_env(), stdout=out, stderr=err)
 
 
 def wait_for_checkpoint(
@@ -245,7 +233,7 @@ def test_kill_9_then_resume_equals_straight(tmp_path: Path) -> None:
     done = subprocess.run(
         cli(tmp_path, killed),
         cwd=tmp_path,
-        env=cli_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -6,19 +6,18 @@ so it skips the rest of training and the test forecasting."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import yaml
+from conftest import REPO, subprocess_env
 from optuna.trial import TrialState
 
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.training.pruning import open_storage
 
-REPO = Path(__file__).resolve().parents[1]
 HS = ("hparams_search" if "hparams_search" in (REPO / "conf" / "config.yaml").read_text()
       else "+hparams_search")
 
@@ -32,9 +31,7 @@ def test_real_app_sweep_reports_prunes_and_settles_the_ledger(tmp_path):
         "hydra.sweeper.pruner.name=threshold", "++hydra.sweeper.pruner.options.upper=0.0",
         "++hydra.sweeper.pruner.options.n_warmup_steps=3",
         f"output_dir={tmp_path}", f"hydra.sweep.dir={tmp_path}/sweep"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+    done = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

@@ -9,7 +9,6 @@ need separate processes: a worker that crashes, and two workers sharing one stud
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import REPO, subprocess_env
 from hydra import compose, initialize_config_dir
 from hydra._internal.hydra import Hydra
 from hydra.core.global_hydra import GlobalHydra
@@ -28,7 +28,6 @@ from lora_forecast.config import to_settings
 from lora_forecast.planning import predict_cost
 from lora_forecast.training.pruning import open_storage
 
-REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "tests" / "sweeper_app" / "app.py"
 _spec = importlib.util.spec_from_file_location("sweeper_app", APP)
 app = importlib.util.module_from_spec(_spec)
@@ -141,7 +140,7 @@ def test_too_many_failures_abort_the_sweep(tmp_path, monkeypatch):
 
 
 def test_rerunning_resumes_after_a_crash_and_then_launches_nothing(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_CRASH_TRIAL": "4", "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(FAKE_CRASH_TRIAL="4")
     cmd = [sys.executable, str(APP), "--multirun", *GRID, f"output_dir={tmp_path}",
            f"hydra.sweep.dir={tmp_path}/crashed"]
     crashed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -175,7 +174,7 @@ def test_pruning_stops_bad_trials_early(tmp_path):
 
 
 def test_two_workers_share_one_study_and_complete_exactly_n_trials(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_SLEEP": "0.2", "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(FAKE_SLEEP="0.2")
     storage = f"journal:{tmp_path}/optuna.log"
     workers = [subprocess.Popen(  # one sweep directory: trial-numbered run dirs never collide
         [sys.executable, str(APP), "--multirun", *GRID, "hydra.sweeper.sampler.name=random",

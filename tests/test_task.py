@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHRINK
+from conftest import SHRINK, subprocess_env
 
 import lora_forecast.data.prepare as prepare_module
 import lora_forecast.models.build as build_module
@@ -24,8 +24,6 @@ from lora_forecast.results import read_results
 from lora_forecast.task import run_task
 from lora_forecast.tracking import NullTracker
 from lora_forecast.training import checkpoint as ckpt
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -195,7 +193,7 @@ def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
         f"hydra.run.dir={run_dir}",
         *bad,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = subprocess_env()
     done = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
@@ -215,8 +213,7 @@ def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
 def test_cli_hydra_full_error_shows_the_traceback(tmp_path: Path, bad: str) -> None:
     command = [sys.executable, "-m", "lora_forecast", *SHRINK, f"hydra.run.dir={tmp_path}/run",
                f"output_dir={tmp_path / 'outputs'}", bad]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "HYDRA_FULL_ERROR": "1"}
+    env = subprocess_env(HYDRA_FULL_ERROR="1")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 1
