@@ -29,13 +29,11 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """``main`` with Hydra's composition errors (bad override, unknown key) as one line."""
-    if not defer_hydra_error_reports():
-        main()
-        return
+    deferred = defer_hydra_error_reports()
     try:
         main()
     except Exception as exc:  # raised before the task started, or a bug: see lora_forecast.cli
-        message = one_line_error(exc)
+        message = one_line_error(exc) if deferred else None
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
