@@ -36,6 +36,7 @@ from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.data.llmtime import LLMTimeCodec
 from lora_forecast.forecasting import LLMTimeAlphabet, LLMTimeGrammar, LLMTimeLogitsProcessor
 from lora_forecast.forecasting import forecast as batched_forecast
+from lora_forecast.forecasting.decoding import LogitsFn
 from lora_forecast.models.build import build_model
 from lora_forecast.models.numeric_head import numeric_logits_fn, numeric_token_ids
 from lora_forecast.models.tokenizer import qwen_tokenizer
@@ -86,16 +87,40 @@ def run_reference(model, contexts, codec, horizon: int,
     return texts, elapsed[0], tokens
 
 
+def timed_calls(logits_fn: LogitsFn, device: torch.device,
+                calls: list[tuple[str, float]]) -> LogitsFn:
+    """``logits_fn`` that appends ("prefill" | "decode", seconds) for every model call."""
+    def timed(input_ids, attention_mask, position_ids, cache):
+        with timer(device) as elapsed:
+            out = logits_fn(input_ids, attention_mask, position_ids, cache)
+        calls.append(("prefill" if cache is None else "decode", elapsed[0]))
+        return out
+    return timed
+
+
 def run_ours(model, contexts, codec, horizon: int,
-             batch_size: int) -> tuple[list[str], float, list[int]]:
-    """Texts, wall seconds and generated tokens per system of the batched numeric-head
-    forecaster."""
-    logits_fn = numeric_logits_fn(model, numeric_token_ids(qwen_tokenizer()))
+             batch_size: int) -> tuple[list[str], float, list[int], list[tuple[str, float]]]:
+    """Texts, wall seconds, generated tokens per system and timed model calls of the batched
+    numeric-head forecaster."""
+    calls: list[tuple[str, float]] = []
+    logits_fn = timed_calls(numeric_logits_fn(model, numeric_token_ids(qwen_tokenizer())),
+                            model.device, calls)
     with timer(model.device) as elapsed, torch.inference_mode():
         result = batched_forecast(model, codec, contexts, horizon_steps=horizon,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
                                   progress=False)
-    return [t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist()
+    return ([t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist(),
+            calls)
+
+
+def phase_split(calls: list[tuple[str, float]], total: float) -> dict[str, float]:
+    """Where our time went: prefill calls, decode calls (and their mean), everything else."""
+    prefill = sum(s for kind, s in calls if kind == "prefill")
+    decode = [s for kind, s in calls if kind == "decode"]
+    return {"prefill_seconds": prefill, "decode_seconds": sum(decode),
+            "decode_calls": len(decode),
+            "seconds_per_decode_call": sum(decode) / len(decode) if decode else 0.0,
+            "other_seconds": total - prefill - sum(decode)}
 
 
 def warm_up(model: torch.nn.Module) -> None:
@@ -146,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs = [run_ours(model, contexts, codec, opts["horizon"], opts["batch_size"])
             for _ in range(opts["repeats"])]
-    ours_texts, ours_s, ours_tokens = min(runs, key=lambda run: run[1])  # best of N
+    ours_texts, ours_s, ours_tokens, ours_calls = min(runs, key=lambda run: run[1])  # best of N
+    phases = phase_split(ours_calls, ours_s)
     ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], codec,
                                                  opts["horizon"], cap)
     capped = cap is not None and ref_tokens < sum(ours_tokens[:n_ref])
@@ -171,6 +197,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"reference capped at {cap} tokens per system; its forecasts/s extrapolates its "
               "time per token to the full forecast (later tokens see longer inputs, so this "
               "flatters the reference)")
+    print(f"ours: prefill {phases['prefill_seconds']:.2f} s, {phases['decode_calls']} decode calls "
+          f"{phases['decode_seconds']:.2f} s ({phases['seconds_per_decode_call']:.3f} s each), "
+          f"grammar and bookkeeping {phases['other_seconds']:.2f} s")
     print(f"identical greedy outputs on the {n_ref} reference systems"
           f"{' (compared prefix)' if capped else ''}: {all(same)} "
           f"(system 0: {ours_texts[0][:32]!r}...)")
@@ -181,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "ours_seconds": ours_s, "reference_seconds": ref_s,
                "ours_generated_tokens": sum(ours_tokens), "reference_generated_tokens": ref_tokens,
                "prompt_tokens": prompt_tokens, "threads": torch.get_num_threads(),
-               "device": str(device),
+               "device": str(device), **phases,
                **{k: opts[k] for k in ("layers", "systems", "context_steps", "horizon")}}
     print_json_last(summary)
     return summary

@@ -2,7 +2,7 @@
 
     python -m benchmarks.training [--layers 24] [--batch 4] [--context 512] [--steps 2]
                                   [--rank 8] [--warmup 1] [--lm-head-bias] [--device cpu]
-                                  [--variants reference,numeric,numeric+bf16]
+                                  [--variants reference,numeric,numeric+bf16] [--profile]
 
 Both variants use the full-width Qwen2.5-0.5B shape (D 896, 14 heads, 2 KV heads, MLP 4864,
 vocab 151936, tied; ``--layers`` shrinks the depth only), random init, LoRA r on q/v, Adam, the
@@ -92,13 +92,39 @@ def run_variant(opts: dict[str, Any], variant: str) -> dict[str, Any]:
             with timer(device) as elapsed:
                 losses.append(step())
             times.append(elapsed[0])
+    matmul_share = profile_matmul_share(step, device) if opts["profile"] else None
     # best of N (as timeit): the CPU is shared, so the least-disturbed step is the estimate
     best = min(times)
     return {"variant": variant, "seconds_per_step": best, "mean_seconds_per_step":
             sum(times) / len(times), "tokens_per_s": opts["batch"] * opts["context"] / best,
             "peak_bytes": mem.peak,
             "growth_bytes": mem.growth, "start_bytes": mem.start, "loss": losses[-1],
-            "threads": torch.get_num_threads(), "device": str(device)}
+            "threads": torch.get_num_threads(), "device": str(device),
+            "matmul_share": matmul_share}
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_matmul_share(step, device: torch.device) -> float:
+    """Share of one profiled step's operator self-time spent in matrix multiplies.
+
+    A high share means the step is bound by GEMMs that both variants run alike (apart from
+    the head), so fusing the elementwise rest could not change the ratio much.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+    events = prof.key_averages()
+
+    def self_time(event) -> float:
+        return event.self_device_time_total if cuda else event.self_cpu_time_total
+
+    total = sum(self_time(e) for e in events)
+    return sum(self_time(e) for e in events if e.key in MATMUL_OPS) / total if total else 0.0
 
 
 def step_flops(opts: dict[str, Any], head_vocab: int | None, backward: str = "rule") -> float:
@@ -162,6 +188,8 @@ def _parse(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {list(VARIANTS)}")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one more step per variant: share of time in matmuls")
     opts = vars(parser.parse_args(argv))
     opts["variants"] = [v for v in opts["variants"].split(",") if v]
     unknown = sorted(set(opts["variants"]) - set(VARIANTS))
@@ -188,6 +216,8 @@ def _summary(opts: dict[str, Any], results: dict[str, dict], flops: dict[str, fl
     if one_layer is not None:
         summary.update(extrapolate_depth(results, one_layer, opts["layers"]))
     for name, r in results.items():
+        if r["matmul_share"] is not None:
+            summary[f"{name}_matmul_share"] = r["matmul_share"]
         summary[f"{name}_tokens_per_s"] = r["tokens_per_s"]
         summary[f"{name}_peak_growth_gib"] = r["growth_bytes"] / GIB
     summary.update(reference_flops_per_step=flops["reference"],
@@ -204,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {v: in_fresh_process(run_variant, opts, v) for v in opts["variants"]}
     one_layer = None  # our step at depth 1: the memory slope for the 24-layer extrapolation
     if 2 <= opts["layers"] < 24:
-        one_layer = in_fresh_process(run_variant, {**opts, "layers": 1, "steps": 1}, "numeric")
+        one_layer = in_fresh_process(
+            run_variant, {**opts, "layers": 1, "steps": 1, "profile": False}, "numeric")
     ref = results["reference"]
     print(f"training step: layers={opts['layers']} batch={opts['batch']} context={opts['context']} "
           f"LoRA r={opts['rank']} on q/v, steps={opts['steps']} (+{opts['warmup']} warmup), "
@@ -215,6 +246,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("FLOPs/step: lora_forecast.flops exact accounting, backward = 2 x forward (bf16 changes "
           "precision, not FLOPs). Peak growth: the training phase's peak memory above the "
           "post-build baseline (weights excluded); peak: absolute.")
+    if opts["profile"]:
+        print("matrix multiplies, share of one profiled step's operator time: " + ", ".join(
+            f"{v} {results[v]['matmul_share']:.0%}" for v in opts["variants"]))
     summary = _summary(opts, results, flops, one_layer)
     print_json_last(summary)
     return summary

@@ -31,6 +31,10 @@ def test_forecasting_benchmark_matches_the_reference_token_for_token(capsys):
     assert summary["speedup"] > 0
     # 2 steps x 2 variables, each value ends in one separator; 3 systems
     assert summary["ours_generated_tokens"] >= 3 * 2 * 2 * 2
+    # one batch: one prefill, then one model call per generated token but the last
+    longest = summary["ours_generated_tokens"] / 3
+    assert longest - 1 <= summary["decode_calls"] <= summary["ours_generated_tokens"]
+    assert summary["prefill_seconds"] > 0 and summary["decode_seconds"] > 0
 
 
 def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
@@ -45,7 +49,7 @@ def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
 
 def test_training_benchmark_reports_the_exact_flops_ratio(capsys):
     argv = ["--layers", "2", "--batch", "1", "--context", "16", "--steps", "1", "--warmup", "0",
-            "--variants", "reference,numeric"]
+            "--variants", "reference,numeric", "--profile"]
     summary = training.main(argv)
     assert _last_json_line(capsys) == pytest.approx(summary)
     model_cfg, _ = model_configs(2, 8)
@@ -60,6 +64,7 @@ def test_training_benchmark_reports_the_exact_flops_ratio(capsys):
     assert 0 < summary["flops_ratio"] < 1
     assert summary["speedup"] > 0 and summary["memory_ratio"] > 0
     assert "speedup_at_24_layers_extrapolated" in summary  # depth < 24: extrapolated too
+    assert 0 < summary["numeric_matmul_share"] < 1 and 0 < summary["reference_matmul_share"] < 1
     assert {"numeric_tokens_per_s", "reference_tokens_per_s"} <= summary.keys()
 
 
