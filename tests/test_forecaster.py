@@ -304,12 +304,14 @@ def test_shared_prefill_equals_expanded_rows_for_the_same_draws():
 def test_numeric_head_forecasts_equal_the_full_heads_under_greedy(contexts, lm_head_bias):
     """What run.py does for model.head=numeric vs full: the same tokens, the same numbers."""
     model = build_model(ModelConfig(kind="tiny", lm_head_bias=lm_head_bias), LoraConfig()).eval()
+    allowed = numeric_token_ids(qwen_tokenizer(), include_eos=True)
+    options = dict(horizon_steps=H, batch_size=4, max_int_digits=MAX_INT, progress=False)
     if lm_head_bias:  # small enough to keep the model's preferences, large enough to move some
+        unbiased = forecast(model, CODEC, contexts, **options).texts
         with torch.no_grad():
             bias = model.get_output_embeddings().bias
             bias.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
-    allowed = numeric_token_ids(qwen_tokenizer(), include_eos=True)
-    options = dict(horizon_steps=H, batch_size=4, max_int_digits=MAX_INT, progress=False)
+        assert forecast(model, CODEC, contexts, **options).texts != unbiased  # not vacuous
     runs = {head: forecast(model, CODEC, contexts, logits_fn=logits_fn_for(head, model, allowed),
                            **options) for head in ("full", "numeric")}
     assert runs["numeric"].texts == runs["full"].texts
