@@ -28,7 +28,7 @@ from lora_forecast.forecasting import forecast
 from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for, numeric_token_ids
 from lora_forecast.models.tokenizer import qwen_tokenizer
-from lora_forecast.planning import CostPrediction, flops_counter, predict_cost
+from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
 from lora_forecast.training.signals import StopRequest
 
@@ -131,6 +131,7 @@ def train(
         meter=ctx.meter,
         step_flops=ctx.prediction.per_train_step,
         val_window_flops=ctx.prediction.per_val_window,
+        val_forecast_flops=ctx.prediction.per_val_forecast,
         tracker=ctx.tracker,
         reporter=ctx.reporter,
         forecast_validator=_forecast_validator(settings, data, ctx),
@@ -150,18 +151,9 @@ def _load_best(model: torch.nn.Module, run_dir: Path) -> None:
 
 
 def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext) -> float:
-    """Metered cost of the forecasts made: per system, ONE prefill of its prompt (shared by its
-    samples; it yields every sample's first token) plus each sample's remaining decode:
-    ``prefill + sum(count(g) - prefill)``, summed as ``count(g_1) + sum_rest(count(g) - prefill)``
-    so that one sample costs exactly ``count(prompt, g)`` (greedy numbers unchanged)."""
-    count = flops_counter(settings)
-    total = 0.0
-    for p, row in zip(fc.prompt_tokens, fc.generated_tokens, strict=True):
-        made = [count("inference", int(p), new_tokens=int(g)) for g in row if g > 0]
-        if made:
-            prefill = count("inference", int(p), new_tokens=1)
-            total += made[0] + sum(full - prefill for full in made[1:])
-    return total
+    """Metered cost of the forecasts made, by the planner's one formula
+    (:func:`lora_forecast.planning.forecast_cost`) on the tokens really used."""
+    return forecast_cost(settings, fc.prompt_tokens, fc.generated_tokens)
 
 
 def _run_forecast(

@@ -20,14 +20,16 @@ from omegaconf import DictConfig
 
 from lora_forecast.budget.callback import read_run_id, write_run_id
 from lora_forecast.budget.guard import format_dry_run, rejection_message
+from lora_forecast.budget.journal import JOURNAL_FILE, CarriedSpend, carried_spend
 from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import Settings, resolved_config, to_settings
-from lora_forecast.errors import BudgetExceededError, LoraForecastError
+from lora_forecast.errors import BudgetExceededError, ConfigError, LoraForecastError
 from lora_forecast.models.build import check_model_available
 from lora_forecast.planning import CostPrediction, predict_cost
 from lora_forecast.results import config_digest, write_results
 from lora_forecast.tracking import make_tracker
+from lora_forecast.training import checkpoint as ckpt
 from lora_forecast.training.signals import graceful_stop
 
 log = logging.getLogger(__name__)
@@ -117,16 +119,23 @@ def _admit(
     ledger: Ledger,
     run_dir: Path,
 ) -> FlopsMeter:
-    """Reserve the predicted FLOPs (or reopen the run being resumed); reject if over budget."""
+    """Reserve the predicted FLOPs (or reopen the run being resumed); reject if over budget.
+
+    A resumed run reserves its whole-run prediction plus the work it must redo (done after its
+    checkpoint, lost in a crash: charged again, see :mod:`lora_forecast.budget.journal`), and
+    its meter starts from everything it has spent.
+    """
     budget = settings.budget
+    run_id = _previous_run_id(settings, run_dir)
+    carried = _carried_spend(settings, run_dir, run_id)
     reservation = ledger.reserve(
         study=budget.study,
         experiment=settings.experiment,
         config_digest=config_digest(config),
         accounting=budget.accounting,
-        predicted=prediction.total,
+        predicted=prediction.total + carried.redone,
         budget=budget.max_flops,
-        run_id=_previous_run_id(settings, run_dir),
+        run_id=run_id,
     )
     if isinstance(reservation, Rejection):
         write_results(
@@ -141,7 +150,25 @@ def _admit(
         raise BudgetExceededError(rejection_message(reservation))
     write_run_id(run_dir, reservation.run_id)
     ledger.start(reservation.run_id)
-    return FlopsMeter.from_reservation(ledger, reservation)
+    meter = FlopsMeter.from_reservation(ledger, reservation, journal=run_dir / JOURNAL_FILE)
+    meter.load_state_dict({"run_id": reservation.run_id, "spent": carried.spent})
+    return meter
+
+
+def _carried_spend(settings: Settings, run_dir: Path, run_id: str | None) -> CarriedSpend:
+    """What the run being resumed already spent, and how much of it its checkpoint keeps."""
+    train = settings.train
+    state = None
+    if train.resume_from is not None:
+        try:
+            state = ckpt.read_state(Path(train.resume_from))
+        except (ValueError, OSError) as exc:  # before anything is reserved
+            raise ConfigError(f"train.resume_from: {exc}") from exc
+    elif run_id is not None:
+        state = ckpt.latest_state(run_dir / "checkpoints")
+    if run_id is None:
+        return CarriedSpend()
+    return carried_spend(run_dir / JOURNAL_FILE, run_id, state)
 
 
 def _previous_run_id(settings: Settings, run_dir: Path) -> str | None:

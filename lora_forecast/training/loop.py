@@ -64,6 +64,7 @@ class TrainHooks:
     meter: Meter
     step_flops: float  # one optimiser step: batch x grad_accum windows, forward + backward
     val_window_flops: float  # one validation window forward
+    val_forecast_flops: float = 0.0  # bound on one forecast_validator call (planner's)
     tracker: Tracker | None = None
     reporter: Reporter | None = None
     forecast_validator: Callable[[torch.nn.Module], tuple[float, float]] | None = None
@@ -238,7 +239,10 @@ class Trainer:
     def _evaluate(self, record: dict[str, float]) -> str | None:
         """Validate, update early stopping / best adapter; returns an end reason or None."""
         n_windows = self._val_window_count()
-        if not self.hooks.meter.can_afford(n_windows * self.hooks.val_window_flops):
+        # the whole evaluation must fit before any of it runs, forecast validation included
+        forecast_bound = self.hooks.val_forecast_flops if self.hooks.forecast_validator else 0.0
+        if not self.hooks.meter.can_afford(n_windows * self.hooks.val_window_flops
+                                           + forecast_bound):
             return "stopped_budget"
         record["val/loss"] = self.validation_loss(n_windows)
         self.hooks.meter.add(n_windows * self.hooks.val_window_flops, "validation")
