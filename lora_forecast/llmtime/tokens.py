@@ -21,7 +21,7 @@ the rare pairs ``,-`` and ``;-`` of negative values, which would shift the align
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ def written_text(compact: str, layout: str) -> str:
         return "".join(_piece(c, layout) for c in compact)
     if layout == "digit_spaced":
         out = []
-        for prev, char in zip(" " + compact, compact, strict=True):
+        for prev, char in zip(" " + compact[:-1], compact, strict=True):
             if prev in DIGITS and char in DIGITS:
                 out.append(JOINER)
             out.append(char)
@@ -72,8 +72,11 @@ def _strip_prefix(tokenizer: Any, ids: list[int]) -> list[int]:
 
 
 def _single_token(tokenizer: Any, text: str) -> int | None:
+    """The one token ``text`` encodes to, or None (several tokens, or the unknown token)."""
     ids = _strip_prefix(tokenizer, tokenizer.encode(text, add_special_tokens=False))
-    return int(ids[0]) if len(ids) == 1 else None
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        return None
+    return int(ids[0])
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,8 @@ def _try_layout(tokenizer: Any, layout: str, eos: int,
         joiner = _single_token(tokenizer, JOINER)
         if joiner is None:
             return None, "a space is not one token"
-    if len(set(ids.values()) | {joiner} - {None}) != len(ids) + (joiner is not None):
+    used = [*ids.values(), *([joiner] if joiner is not None else [])]
+    if len(set(used)) != len(used):
         return None, "two symbols share a token"
     table = TokenTable(layout, ids, joiner, eos, pad)
     expected = table.encode(PROBE)
@@ -194,8 +198,3 @@ def _try_layout(tokenizer: Any, layout: str, eos: int,
     if got != expected:
         return None, "digits or symbols merge into multi-symbol tokens"
     return table, ""
-
-
-def as_id_list(ids: Sequence[int] | np.ndarray) -> list[int]:
-    """Plain ints (for tokenizer and JSON calls)."""
-    return [int(i) for i in ids]
