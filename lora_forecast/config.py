@@ -58,6 +58,8 @@ class ModelConfig:
             f"must be pretrained or tiny, got {self.kind!r}",
         )
         _require(self.head in HEADS, "model.head", f"must be one of {HEADS}, got {self.head!r}")
+        _require(self.kind == "tiny" or bool(self.name_or_path.strip()), "model.name_or_path",
+                 "required: a Hub id or a local folder with the model and its tokenizer")
         if self.kind == "tiny":
             _require(
                 self.hidden_size % self.num_heads == 0,
