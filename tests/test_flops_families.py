@@ -191,3 +191,66 @@ def test_targets_come_back_deduplicated_in_module_order():
     assert resolve_lora_targets("llama", ["v_proj", "q_proj", "v_proj"]) == ("q_proj", "v_proj")
     assert resolve_lora_targets("phi3", None) == ("qkv_proj",)
     assert resolve_lora_targets("qwen2", ()) == ()
+
+
+# Coursework prices of the family traits, counted by hand on a layer small enough to write out:
+# D=4, one layer, H=2 query heads sharing KV=1 head of width d=2, I=6, V=10, n=3 tokens.
+def _tiny(family: str, **traits) -> Architecture:
+    return Architecture(hidden=4, layers=1, heads=2, kv_heads=1, head_dim=2, intermediate=6,
+                        vocab=10, qkv_bias=False, family=family, **traits)
+
+
+def _coursework(arch: Architecture, **kwargs) -> dict[str, float]:
+    args = {"accounting": "exact", "mode": "forward", "context_tokens": 3, **kwargs}
+    return dict(count_flops(arch, **args).breakdown)
+
+
+def _spec_mm(m: int, n: int, p: int) -> int:
+    """SPEC: (m x n) @ (n x p) costs m * p * (2n - 1)."""
+    return m * p * (2 * n - 1)
+
+
+NORM_ROW = 4 * 4 + 12  # RMSNorm over D=4: x^2, mean, +eps, sqrt, inverse, x*inv, *w
+
+
+def test_qwen3_norms_every_query_and_key_head():
+    got = _coursework(_tiny("qwen3"))
+    per_head_row = 4 * 2 + 12  # RMSNorm over d=2
+    assert got["forward/norm"] == 3 * 3 * NORM_ROW + 3 * (2 + 1) * per_head_row
+
+
+def test_gemma_scales_embeddings_offsets_norms_and_uses_tanh_gelu():
+    got = _coursework(_tiny("gemma", hidden_act="gelu_pytorch_tanh"))
+    assert got["forward/embed_scale"] == 3 * 4  # x * sqrt(D)
+    assert got["forward/norm"] == 3 * (3 * NORM_ROW + 4)  # + (1 + w): D adds a call
+    # 0.5x(1 + tanh(b(x + k x^3))): 8 ops + tanh (10); then * up
+    assert got["forward/mlp_act"] == 3 * 6 * (8 + 10 + 1)
+
+
+def test_gemma2_sandwich_norms_and_soft_capping():
+    arch = _tiny("gemma2", hidden_act="gelu_pytorch_tanh", attn_softcap=50.0,
+                 final_softcap=30.0)
+    got = _coursework(arch)
+    assert got["forward/norm"] == 5 * (3 * NORM_ROW + 4)  # 4 in the layer, 1 final
+    causal_pairs = 1 + 2 + 3
+    assert got["forward/attn_softcap"] == 2 * causal_pairs * 12  # s / c, tanh, * c
+    assert got["forward/lm_head_softcap"] == 3 * 10 * 12
+    train = _coursework(arch, mode="train", lora_rank=1, backward="autograd")
+    # backward per score and logit: g * c, g * (1 - t^2) (3), / c
+    assert train["backward/attn_softcap"] == 2 * causal_pairs * 5
+    assert train["backward/lm_head_softcap"] == 3 * 10 * 5
+
+
+def test_phi3_fused_projections_and_partial_rotary():
+    arch = _tiny("phi3", rotary_dim=1)
+    got = _coursework(arch)
+    assert got["forward/qkv_proj"] == _spec_mm(3, 4, 2 * 2 + 2 * 1 * 2)
+    assert got["forward/gate_up_proj"] == _spec_mm(3, 4, 2 * 6)
+    assert got["forward/rope"] == 3 * 3 * (2 + 1) * 1  # x*cos + rot(x)*sin on 1 of 2 dims
+    train = _coursework(arch, mode="train", lora_rank=1, backward="autograd")
+    unfused = _coursework(_tiny("mistral", rotary_dim=1), mode="train", lora_rank=1,
+                          lora_targets=("q_proj", "k_proj", "v_proj"), backward="autograd")
+    # q/k/v are three slices of one (3 x 8) output: 2 adds per element of it; the MLP's normed
+    # input (3 x 4) feeds one gate_up_proj instead of gate and up: 1 add less per element
+    fused_adds = train["backward/grad_accumulation"] - unfused["backward/grad_accumulation"]
+    assert fused_adds == 2 * 3 * 8 - 3 * 4
