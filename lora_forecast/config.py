@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lora_forecast.errors import ConfigError, omegaconf_key_and_reason
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NUMBER_FORMATS = ("decimal", "digits")  # lora_forecast.llmtime.codec (kept import-free here)
 SCHEDULES = ("constant", "linear", "cosine")
 HEADS = ("full", "numeric")
 ACCOUNTINGS = ("seed", "exact")
@@ -136,6 +137,7 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     alpha: Any = 10.0
     decimals: int = 2
+    number_format: str = "decimal"
     context_tokens: int = 512
 
     def __post_init__(self) -> None:
@@ -145,6 +147,8 @@ class DataConfig:
             f"must be file or synthetic, got {self.source!r}",
         )
         _require(0 <= self.decimals <= 6, "data.decimals", f"must be in 0..6, got {self.decimals}")
+        _require(self.number_format in NUMBER_FORMATS, "data.number_format",
+                 f"must be one of {NUMBER_FORMATS}, got {self.number_format!r}")
         if isinstance(self.alpha, str):
             _require(
                 self.alpha == "auto", "data.alpha", f"must be > 0 or 'auto', got {self.alpha!r}"
