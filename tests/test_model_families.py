@@ -35,7 +35,7 @@ def test_family_from_a_local_folder_runs_end_to_end(family: str, tmp_path: Path,
     assert all(math.isfinite(metrics[k]) for k in ("mse", "mae"))
     flops = results["flops"]
     assert flops["predicted"] == pytest.approx(predict_cost(settings).total)
-    assert 0 < flops["spent_by_kind"]["training"] and 0 < flops["spent_by_kind"]["forecasting"]
+    assert flops["spent_by_kind"]["training"] > 0 and flops["spent_by_kind"]["forecasting"] > 0
     assert flops["spent"] <= flops["predicted"]
     with Ledger(settings.budget.ledger_url, create=False) as ledger:
         rows = ledger.rows()
