@@ -144,7 +144,8 @@ def run_shape(settings: Settings) -> RunShape:
     n_systems, n_steps, n_vars = data_shape(settings)
     split = settings.data.split
     systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
-    per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
+    fmt = token_format(settings)
+    per_step = fmt.max_tokens_per_step(n_vars, settings.eval.max_int_digits)
     series_tokens = n_steps * per_step - 1
     context = settings.data.context_tokens
     n_val = count_windows([series_tokens] * len(systems.val), context, context)
@@ -165,8 +166,18 @@ def run_shape(settings: Settings) -> RunShape:
         n_val_forecast_systems=min(settings.train.eval_forecast_systems, len(systems.val)),
         n_test_systems=n_test,
         prompt_tokens=settings.eval.context_steps * per_step,
-        horizon_tokens=settings.eval.horizon_steps * per_step - 1,
+        horizon_tokens=_generation_cap(settings, fmt, n_vars),
     )
+
+
+def _generation_cap(settings: Settings, fmt: LLMTimeFormat, n_vars: int) -> int:
+    """The forecaster's own cap on the tokens one sample generates (the grammar's longest
+    forecast, +1 for the EOS of free decoding): a bound the meter can never pass."""
+    from lora_forecast.forecasting.forecaster import max_new_tokens
+
+    ev = settings.eval
+    grammar = fmt.grammar(n_vars, ev.horizon_steps, ev.max_int_digits)
+    return max_new_tokens(grammar, ev.constrained)
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,15 @@ def test_work_redone_after_kill_9_is_charged(compose_cfg, tmp_path: Path) -> Non
     redone = 2 * prediction.per_train_step + windows_per_eval * prediction.per_val_window
     assert rows[0].predicted_flops == pytest.approx(prediction.total + redone, rel=1e-12)
     assert not math.isclose(rows[0].spent_flops, prediction.total)
+
+
+def test_free_decoding_to_its_token_cap_stays_within_the_prediction(compose_cfg, run_dir) -> None:
+    """A random full-vocabulary head never writes ';' or EOS: free decoding runs to its cap,
+    one token past the grammar's longest forecast (room for the EOS ending free text). The
+    prediction bounds forecasts by that same cap, so even this run fits."""
+    cfg = compose_cfg("task=evaluate", "model.head=full", "eval.constrained=false")
+    prediction = predict_cost(to_settings(cfg))
+    run_task(cfg, run_dir)
+    results = read_results(run_dir)
+    assert results["metrics"]["parse_failures"] > 0  # it did run to the cap, unparsed
+    assert 0 < results["flops"]["spent_by_kind"]["forecasting"] <= prediction.forecasting
