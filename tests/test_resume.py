@@ -1,5 +1,6 @@
-"""Interrupt and resume (issue #4): a stopped or killed run continues to the same weights, the
-same loss log and the same ledger spend as a run that was never interrupted.
+"""Interrupt and resume (issue #4): a stopped or killed run continues to the same weights and
+the same loss log as a run that was never interrupted; a stopped one also to the same ledger
+spend, a killed one to that spend plus the steps it had to redo (issue #14).
 
 Three ways to stop a run, all with identical configs on both sides of the interruption (the lr
 schedule depends on ``max_steps``, so "train k steps, then k more with a larger max_steps" would
