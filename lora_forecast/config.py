@@ -22,6 +22,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "linear", "cosine")
 HEADS = ("full", "numeric")
 ACCOUNTINGS = ("seed", "exact")
+LAYOUTS = ("auto", "long", "wide")
+MISSING = ("error", "interpolate")
+SCALINGS = ("global", "per_series")
 SCHEMA_NAME = "schema"  # each group's structured-config option (conf/<group>/*.yaml defaults)
 
 
@@ -137,6 +140,18 @@ class DataConfig:
     alpha: Any = 10.0
     decimals: int = 2
     context_tokens: int = 512
+    # tables (path ending .csv/.parquet; see lora_forecast/data/tabular.py)
+    layout: str = "auto"
+    id_column: str = "series_id"
+    time_column: str = "time"
+    value_columns: list[str] | None = None
+    variable_column: str = "variable"
+    value_column: str = "value"
+    missing: str = "error"
+    # scaling: global (alpha) or LLMTIME per-series (each series / a quantile of its context)
+    scaling: str = "global"
+    scale_quantile: float = 0.9
+    scale_offset: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
@@ -144,6 +159,14 @@ class DataConfig:
             "data.source",
             f"must be file or synthetic, got {self.source!r}",
         )
+        for key, value, allowed in (("layout", self.layout, LAYOUTS),
+                                    ("missing", self.missing, MISSING),
+                                    ("scaling", self.scaling, SCALINGS)):
+            _require(value in allowed, f"data.{key}", f"must be one of {allowed}, got {value!r}")
+        _require(0 < self.scale_quantile <= 1, "data.scale_quantile",
+                 f"must be in (0, 1], got {self.scale_quantile}")
+        _require(self.scale_offset >= 0, "data.scale_offset",
+                 f"must be >= 0, got {self.scale_offset}")
         _require(0 <= self.decimals <= 6, "data.decimals", f"must be in 0..6, got {self.decimals}")
         if isinstance(self.alpha, str):
             _require(
