@@ -292,6 +292,7 @@ class EvalConfig:
     bootstrap: int = 1000
     plot_systems: int = 4
     baselines: list[str] = field(default_factory=list)
+    season_length: int = 1
     skip_llm: bool = False
 
     def __post_init__(self) -> None:
@@ -307,6 +308,8 @@ class EvalConfig:
             self.horizon_steps >= 1, "eval.horizon_steps", f"must be >= 1, got {self.horizon_steps}"
         )
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.season_length >= 1, "eval.season_length",
+                 f"must be >= 1, got {self.season_length}")
         _require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")
         _require(self.temperature > 0, "eval.temperature", f"must be > 0, got {self.temperature}")
         _require(0 < self.top_p <= 1, "eval.top_p", f"must be in (0, 1], got {self.top_p}")

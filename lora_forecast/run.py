@@ -97,7 +97,7 @@ def _baselines(settings: Settings, data: PreparedData) -> dict[str, Any]:
     ev = settings.eval
     return evaluate_baselines(
         list(ev.baselines), data.trajectories[data.split.test], data.time, ev.context_steps,
-        ev.horizon_steps, ev.n_systems, ev.bootstrap, ev.seed,
+        ev.horizon_steps, ev.n_systems, ev.bootstrap, ev.seed, ev.season_length,
     )  # fmt: skip
 
 

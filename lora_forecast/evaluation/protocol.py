@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lora_forecast.errors import ConfigError
-from lora_forecast.evaluation.baselines import forecast_baseline
-from lora_forecast.evaluation.metrics import score_forecasts
+from lora_forecast.evaluation.baselines import forecast_baseline_band
+from lora_forecast.evaluation.metrics import interval_coverage, score_forecasts
 
-__all__ = ["EvalWindow", "cut_eval_windows", "evaluate_baselines"]
+__all__ = ["EvalWindow", "cut_eval_windows", "evaluate_baselines", "score_baselines"]
 
 
 class EvalWindow(NamedTuple):
@@ -103,6 +103,7 @@ def evaluate_baselines(
     n_systems: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    season_length: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Forecast and score every named baseline on the evaluation windows.
 
@@ -115,9 +116,11 @@ def evaluate_baselines(
         n_systems: first ``n`` systems; None = all.
         n_boot: bootstrap resamples for the confidence intervals.
         seed: bootstrap seed (the same for every baseline, so intervals are comparable).
+        season_length: season of the statsforecast models, in steps.
 
     Returns:
-        ``{name: score_forecasts(...) dict}``, JSON-ready.
+        ``{name: score_forecasts(...) dict}``, JSON-ready; baselines with a 10%/90% band
+        (statsforecast's 80% interval) add ``coverage_80`` and ``fallbacks``.
 
     Raises:
         ConfigError: for an unknown baseline name or windows that do not fit.
@@ -129,8 +132,29 @@ def evaluate_baselines(
         0.0
     """
     window = cut_eval_windows(trajectories, time, context_steps, horizon_steps, n_systems)
+    return score_baselines(names, window.contexts, window.truth, window.t_context,
+                           window.t_future, n_boot, seed, season_length)
+
+
+def score_baselines(
+    names: Sequence[str],
+    contexts: np.ndarray,
+    truth: np.ndarray,
+    t_context: np.ndarray,
+    t_future: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    season_length: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """Forecast and score every named baseline on given windows (see
+    :func:`evaluate_baselines`); times are shared axes or one array per system."""
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        point = forecast_baseline(name, window.contexts, window.t_context, window.t_future)
-        results[name] = score_forecasts(window.truth, point, n_boot=n_boot, seed=seed)
+        point, lower, upper, fallbacks = forecast_baseline_band(
+            name, contexts, t_context, t_future, season_length)
+        scores = score_forecasts(truth, point, n_boot=n_boot, seed=seed)
+        if lower is not None and upper is not None:
+            scores["coverage_80"] = interval_coverage(truth, lower, upper)
+            scores["fallbacks"] = int(fallbacks)
+        results[name] = scores
     return results
