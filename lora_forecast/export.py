@@ -6,6 +6,10 @@ with LoRA merged in (``merge_and_unload``) and the tokenizer (``<out>/merged``),
 ``transformers`` loads with ``AutoModelForCausalLM.from_pretrained``. ``<out>/lora_forecast.json``
 records how values were scaled into text, so forecasts map back to original units. Everything
 is written to a temporary folder beside ``out`` and renamed at the end: no half-written export.
+
+A run with ``model.lm_head_bias=true`` (the reference study's trainable output bias) also gets
+``lm_head_bias.safetensors`` in both folders: Qwen2's ``lm_head`` has no bias parameter, so
+``from_pretrained`` would silently drop it; one line puts it back (README, "Exporting").
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from lora_forecast.cli import defer_hydra_error_reports, one_line_error, restore
 from lora_forecast.errors import ConfigError, LoraForecastError
 
 EXPORT_INFO = "lora_forecast.json"
+BIAS_FILE = "lm_head_bias.safetensors"
 
 
 @dataclass
@@ -52,8 +57,7 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
         ``out``.
 
     Raises:
-        ConfigError: not a run directory, no adapter, ``out`` not empty, or an lm_head bias
-            (a plain Qwen2 checkpoint has no place for it).
+        ConfigError: not a run directory, no adapter, or ``out`` not empty.
     """
     from lora_forecast.forecast.runs import load_run_model, run_config, run_scaling, settings_from
     from lora_forecast.models.tokenizer import qwen_tokenizer
@@ -61,14 +65,13 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out: {out}: exists and is not an empty folder")
     settings = settings_from(run_config(run_dir))
-    if settings.model.lm_head_bias:
-        raise ConfigError("model.lm_head_bias: the run trained an lm_head bias, which a plain "
-                          "transformers checkpoint cannot hold; export supports runs without it")
     model = load_run_model(settings, run_dir)
+    bias = model.get_base_model().get_output_embeddings().bias
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp / "adapter")
+        _save_bias(bias, tmp / "adapter")
         info = {"run": str(run_dir), "decimals": settings.data.decimals,
                 "scaling": run_scaling(run_dir), "format": "LLMTIME: x / alpha, values ',' "
                 "steps ';', prompt ends with ';'"}
@@ -76,14 +79,24 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
         if merge:
             merged = model.merge_and_unload()
             merged.config.use_cache = True  # generation with a KV cache by default
+            merged.get_output_embeddings().bias = None  # saved apart, see _save_bias
             merged.save_pretrained(tmp / "merged")
             qwen_tokenizer().save_pretrained(tmp / "merged")
+            _save_bias(bias, tmp / "merged")
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _save_bias(bias, folder: Path) -> None:
+    """The trained lm_head bias as ``{"bias": [vocab]}`` (nothing when the run has none)."""
+    if bias is not None:
+        from safetensors.torch import save_file
+
+        save_file({"bias": bias.detach().contiguous().cpu()}, str(folder / BIAS_FILE))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
