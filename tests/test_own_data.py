@@ -126,3 +126,21 @@ def test_variable_value_rows_run_too(compose_cfg, run_dir, tmp_path, layout) -> 
                    "eval.horizon_steps=2", "task=baselines")
     assert results["status"] == "completed"
     assert len(results["baselines"]["persistence"]["mse_per_variable"]) == 2
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("series_id,time,v0\na,0,1\na,1,x\n", "row 2: column 'v0' holds non-numeric value 'x'"),
+    ("series_id,time,v0\na,0,1\na,0,2\n", "row 2: series a: duplicate time 0"),
+    ("series_id,time,v0\na,0,1\na,1,\n", "series a, time 1, column 'v0': missing value"),
+])
+def test_bad_table_fails_before_anything_is_reserved(compose_cfg, run_dir, tmp_path, capsys,
+                                                     text, fragment) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        run_task(compose_cfg(*TABLE, f"data.path={path}"), run_dir)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 1 and fragment in err[0]
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: ")
+    assert not (tmp_path / "outputs" / "ledger.sqlite").exists()
+    assert list(run_dir.iterdir()) == []
