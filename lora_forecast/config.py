@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lora_forecast.errors import ConfigError, omegaconf_key_and_reason
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NUMBER_FORMATS = ("decimal", "digits")  # lora_forecast.llmtime.codec (kept import-free here)
 SCHEDULES = ("constant", "linear", "cosine")
 HEADS = ("full", "numeric")
 ACCOUNTINGS = ("seed", "exact")
@@ -60,6 +61,8 @@ class ModelConfig:
             f"must be pretrained or tiny, got {self.kind!r}",
         )
         _require(self.head in HEADS, "model.head", f"must be one of {HEADS}, got {self.head!r}")
+        _require(self.kind == "tiny" or bool(self.name_or_path.strip()), "model.name_or_path",
+                 "required: a Hub id or a local folder with the model and its tokenizer")
         if self.kind == "tiny":
             _require(
                 self.hidden_size % self.num_heads == 0,
@@ -139,6 +142,7 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     alpha: Any = 10.0
     decimals: int = 2
+    number_format: str = "decimal"
     context_tokens: int = 512
     # tables (path ending .csv/.parquet; see lora_forecast/data/tabular.py)
     layout: str = "auto"
@@ -168,6 +172,8 @@ class DataConfig:
         _require(self.scale_offset >= 0, "data.scale_offset",
                  f"must be >= 0, got {self.scale_offset}")
         _require(0 <= self.decimals <= 6, "data.decimals", f"must be in 0..6, got {self.decimals}")
+        _require(self.number_format in NUMBER_FORMATS, "data.number_format",
+                 f"must be one of {NUMBER_FORMATS}, got {self.number_format!r}")
         if isinstance(self.alpha, str):
             _require(
                 self.alpha == "auto", "data.alpha", f"must be > 0 or 'auto', got {self.alpha!r}"

@@ -60,7 +60,7 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
         ConfigError: not a run directory, no adapter, or ``out`` not empty.
     """
     from lora_forecast.forecast.runs import load_run_model, run_config, run_scaling, settings_from
-    from lora_forecast.models.tokenizer import qwen_tokenizer
+    from lora_forecast.models.tokenizer import load_tokenizer
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out: {out}: exists and is not an empty folder")
@@ -81,7 +81,7 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
             merged.config.use_cache = True  # generation with a KV cache by default
             merged.get_output_embeddings().bias = None  # saved apart, see _save_bias
             merged.save_pretrained(tmp / "merged")
-            qwen_tokenizer().save_pretrained(tmp / "merged")
+            load_tokenizer(settings.model).save_pretrained(tmp / "merged")
             _save_bias(bias, tmp / "merged")
         if out.exists():
             out.rmdir()

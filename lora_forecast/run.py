@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,16 @@ from accelerate.utils import set_seed
 
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
-from lora_forecast.data.windows import alphabet_ids
+from lora_forecast.data.scaling import SeriesScale
 from lora_forecast.evaluation.metrics import mse, score_forecasts
 from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
 from lora_forecast.evaluation.protocol import SeriesWindows, cut_series_windows, score_baselines
 from lora_forecast.forecast.runs import SCALING_FILE
 from lora_forecast.forecasting import forecast
+from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, load_trainable_state
-from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for, numeric_token_ids
-from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
+from lora_forecast.models.tokenizer import load_tokenizer
 from lora_forecast.planning import CostPrediction, flops_counter, predict_cost
 from lora_forecast.results import write_json_atomic
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
@@ -39,9 +41,9 @@ __all__ = ["RunContext", "run", "predict_cost", "CostPrediction"]
 log = logging.getLogger(__name__)
 
 
-def batch_loss_fn(head: str, tokenizer: Any):
+def batch_loss_fn(head: str, fmt: LLMTimeFormat):
     """The training loop's ``loss_fn(model, batch)`` for ``model.head``."""
-    loss = loss_fn_for(head, numeric_token_ids(tokenizer))
+    loss = loss_fn_for(head, fmt.head_ids())
     return lambda model, batch: loss(
         model, batch["input_ids"], batch["attention_mask"], batch["labels"]
     )
@@ -65,6 +67,7 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     set_seed(settings.train.seed)  # every run of a config follows the same trajectory
     main = ctx.accelerator.is_main_process
     data = prepare_data(settings.data)
+    fmt = LLMTimeFormat.for_tokenizer(data.codec, load_tokenizer(settings.model))
     if main:
         data.split.save(run_dir / "split.json", ids=data.series.ids)
         write_json_atomic(run_dir / SCALING_FILE, data.scaling.to_dict())
@@ -83,12 +86,12 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         return payload
     model = build_model(settings.model, settings.lora)
     if settings.task == "finetune":
-        result = train(settings, model, data, run_dir, ctx)
+        result = train(settings, model, data, fmt, run_dir, ctx)
         payload.update(train=result.summary(), end_reason=result.end_reason)
         if result.end_reason in ("interrupted", "pruned") or not main:
             return payload  # data-parallel ranks stop here; the main process forecasts once
         _load_best(model, run_dir)
-    fc = _forecast_test(settings, model, data, window.contexts, ctx)
+    fc = _forecast_test(settings, model, fmt, data.scale_of, window.contexts, ctx)
     if fc is None:
         payload["end_reason"] = "stopped_budget"
         return payload
@@ -122,26 +125,21 @@ def _score(settings: Settings, truth: np.ndarray, fc: Any) -> dict[str, Any]:
     return metrics
 
 
-def train(
-    settings: Settings, model: torch.nn.Module, data: PreparedData, run_dir: Path, ctx: RunContext
-) -> TrainResult:
+def train(settings: Settings, model: torch.nn.Module, data: PreparedData, fmt: LLMTimeFormat,
+          run_dir: Path, ctx: RunContext) -> TrainResult:
     """Build the windows and run the :class:`Trainer`."""
-    tokenizer = qwen_tokenizer()
-    vocab = alphabet_ids(tokenizer)
     context = settings.data.context_tokens
-    train_set = token_windows(
-        data, data.split.train, context, context // 2, vocab, tokenizer.pad_token_id
-    )
-    val_set = token_windows(data, data.split.val, context, context, vocab, tokenizer.pad_token_id)
+    train_set = token_windows(fmt, data.scaled_series(data.split.train), context, context // 2)
+    val_set = token_windows(fmt, data.scaled_series(data.split.val), context, context)
     log.info("windows: %d train, %d validation (%d tokens)", len(train_set), len(val_set), context)
     hooks = TrainHooks(
-        loss_fn=batch_loss_fn(settings.model.head, tokenizer),
+        loss_fn=batch_loss_fn(settings.model.head, fmt),
         meter=ctx.meter,
         step_flops=ctx.prediction.per_train_step,
         val_window_flops=ctx.prediction.per_val_window,
         tracker=ctx.tracker,
         reporter=ctx.reporter,
-        forecast_validator=_forecast_validator(settings, data, ctx),
+        forecast_validator=_forecast_validator(settings, data, fmt, ctx),
         stop=ctx.stop,
         budget=settings.budget.max_flops,
         progress=ctx.progress,
@@ -172,16 +170,17 @@ def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext | None) -> float
     return total
 
 
-def forecast_scaled(settings: Settings, model: torch.nn.Module, data: Any,
+def forecast_scaled(settings: Settings, model: torch.nn.Module, fmt: LLMTimeFormat,
+                    scale_of: Callable[[np.ndarray], SeriesScale],
                     contexts: np.ndarray | list[np.ndarray], progress: bool = True,
                     n_samples: int | None = None) -> Any:
-    """Forecast each context in original units: scaled by its own history under per-series
-    scaling (``data``: anything with ``codec`` and ``scale_of``), then mapped back."""
-    scales = [data.scale_of(c) for c in contexts]
+    """Forecast each context in original units: scaled by ``scale_of(context)`` (identity
+    under global scaling, where ``fmt``'s codec divides by alpha), then mapped back."""
+    scales = [scale_of(c) for c in contexts]
     scaled = [s.apply(c) for s, c in zip(scales, contexts, strict=True)]
     if len({c.shape for c in scaled}) == 1:
         scaled = np.stack(scaled)  # [S, Tc, V]: one batch layout, as before ragged inputs
-    fc = _run_forecast(settings, model, data.codec, scaled, progress, n_samples)
+    fc = _run_forecast(settings, model, fmt, scaled, progress, n_samples)
 
     def back(a: np.ndarray) -> np.ndarray:
         return np.stack([s.invert(x) for s, x in zip(scales, a, strict=True)])
@@ -192,16 +191,15 @@ def forecast_scaled(settings: Settings, model: torch.nn.Module, data: Any,
 def _run_forecast(
     settings: Settings,
     model: torch.nn.Module,
-    codec: Any,
+    fmt: LLMTimeFormat,
     contexts: np.ndarray | list[np.ndarray],
     progress: bool,
     n_samples: int | None = None,
 ) -> Any:
     model.eval()
-    tokenizer = qwen_tokenizer()
     return forecast(
         model,
-        codec,
+        fmt,
         contexts,
         horizon_steps=settings.eval.horizon_steps,
         batch_size=settings.eval.batch_size,
@@ -211,9 +209,7 @@ def _run_forecast(
         top_p=settings.eval.top_p,
         max_int_digits=settings.eval.max_int_digits,
         seed=settings.eval.seed,
-        logits_fn=logits_fn_for(
-            settings.model.head, model, numeric_token_ids(tokenizer, include_eos=True)
-        ),
+        logits_fn=logits_fn_for(settings.model.head, model, fmt.head_ids(include_eos=True)),
         progress=progress,
     )
 
@@ -221,20 +217,22 @@ def _run_forecast(
 def _forecast_test(
     settings: Settings,
     model: torch.nn.Module,
-    data: PreparedData,
+    fmt: LLMTimeFormat,
+    scale_of: Callable[[np.ndarray], SeriesScale],
     contexts: np.ndarray,
     ctx: RunContext,
 ) -> Any | None:
     """Forecast the test systems if the reservation still covers it (else None)."""
     if not ctx.meter.can_afford(ctx.prediction.forecasting):
         return None
-    fc = forecast_scaled(settings, model, data, contexts, ctx.progress)
+    fc = forecast_scaled(settings, model, fmt, scale_of, contexts, ctx.progress)
     ctx.meter.add(_forecast_cost(settings, fc, ctx), "forecasting")
     ctx.meter.flush()
     return fc
 
 
-def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext):
+def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeFormat,
+                        ctx: RunContext):
     """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``)."""
     if not settings.train.eval_forecast:
         return None
@@ -244,7 +242,8 @@ def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext)
     contexts, truth = val.contexts[:n], val.truth[:n]
 
     def validate(model: torch.nn.Module) -> tuple[float, float]:
-        fc = forecast_scaled(settings, model, data, contexts, ctx.progress, n_samples=1)
+        fc = forecast_scaled(settings, model, fmt, data.scale_of, contexts, ctx.progress,
+                             n_samples=1)
         parsed = fc.parsed.any(axis=1)
         err = mse(truth[parsed], fc.point[parsed]) if parsed.any() else math.inf
         model.train()

@@ -97,20 +97,21 @@ def test_univariate_parquet_with_per_series_scaling(compose_cfg, run_dir, tmp_pa
 def test_per_series_scaling_makes_forecasts_scale_with_the_series(compose_cfg) -> None:
     """Multiplying a series by c leaves its per-series-scaled text unchanged, so the same
     model's forecast in original units must be exactly c times the forecast of the original."""
-    from lora_forecast.data.llmtime import LLMTimeCodec
-    from lora_forecast.data.prepare import PreparedData
     from lora_forecast.data.scaling import Scaling
+    from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
     from lora_forecast.models.build import build_model
+    from lora_forecast.models.tokenizer import load_tokenizer
     from lora_forecast.run import forecast_scaled
 
     settings = to_settings(compose_cfg("eval.horizon_steps=3"))
     model = build_model(settings.model, settings.lora)
     scaling = Scaling("per_series", 1.0, quantile=0.9, offset=0.0, variables=("a", "b"))
-    data = PreparedData(None, None, scaling, LLMTimeCodec(1.0, 2))  # only scaling is used
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(1.0, 2), load_tokenizer(settings.model))
     rng = np.random.default_rng(0)
     contexts = rng.uniform(1.0, 3.0, size=(2, 8, 2))
-    base = forecast_scaled(settings, model, data, contexts, progress=False)
-    scaled = forecast_scaled(settings, model, data, 1000.0 * contexts, progress=False)
+    base = forecast_scaled(settings, model, fmt, scaling.for_history, contexts, progress=False)
+    scaled = forecast_scaled(settings, model, fmt, scaling.for_history, 1000.0 * contexts,
+                             progress=False)
     assert np.isfinite(base.point).all()
     np.testing.assert_allclose(scaled.point, 1000.0 * base.point, rtol=1e-9)
     assert scaled.texts == base.texts

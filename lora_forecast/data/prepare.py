@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +11,12 @@ import numpy as np
 
 from lora_forecast.config import DataConfig
 from lora_forecast.data.generator import ensure_synthetic
-from lora_forecast.data.llmtime import LLMTimeCodec
 from lora_forecast.data.scaling import Scaling, SeriesScale, fit_scaling
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.data.splits import SystemSplit, split_systems
-from lora_forecast.data.windows import TokenWindows, make_windows, series_token_ids
+from lora_forecast.data.windows import TokenWindows, make_windows
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,13 @@ class PreparedData:
         if uniform is None:
             raise ValueError("series have different lengths; use .series")
         return uniform[0]
+
+    def scaled_series(self, indices: np.ndarray) -> list[np.ndarray]:
+        """The series at ``indices`` as the text will hold them: unchanged under global
+        scaling (the codec divides by alpha), each scaled by its own values under per-series
+        scaling (training and validation series are the model's history)."""
+        values = [self.series.values[int(i)] for i in indices]
+        return [self.scale_of(v).apply(v) for v in values]
 
     def scale_of(self, history: np.ndarray) -> SeriesScale:
         """Per-series scale for the values a forecaster sees (identity under global scaling,
@@ -85,22 +93,13 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         f"{lengths.min()}..{lengths.max()}", series.n_vars, len(split.train), len(split.val),
         len(split.test), scaling.kind, scaling.alpha,
     )  # fmt: skip
-    return PreparedData(series, split, scaling, LLMTimeCodec(scaling.alpha, cfg.decimals))
+    codec = LLMTimeCodec(scaling.alpha, cfg.decimals, cfg.number_format)
+    return PreparedData(series, split, scaling, codec)
 
 
-def token_windows(
-    data: PreparedData,
-    systems: np.ndarray,
-    context_tokens: int,
-    stride: int,
-    vocab: dict[str, int],
-    pad_id: int,
-) -> TokenWindows:
-    """Windows of ``context_tokens`` tokens over the LLMTIME text of ``systems`` (each series
-    scaled by its own history under per-series scaling)."""
-    texts = []
-    for i in systems:
-        values = data.series.values[int(i)]
-        texts.append(data.codec.encode(data.scale_of(values).apply(values)))
-    return make_windows([series_token_ids(t, vocab) for t in texts], context_tokens, stride,
-                        pad_id)
+def token_windows(fmt: LLMTimeFormat, series: Sequence[np.ndarray], context_tokens: int,
+                  stride: int) -> TokenWindows:
+    """Windows of ``context_tokens`` tokens over the LLMTIME tokens of each series [T_i, V]
+    (series may differ in length); padding uses the tokenizer's pad token."""
+    encoded = [fmt.encode_series(values) for values in series]
+    return make_windows(encoded, context_tokens, stride, fmt.tokens.pad_id)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lora_forecast.data.llmtime import choose_alpha
+from lora_forecast.llmtime import choose_alpha
 
 __all__ = ["SeriesScale", "Scaling", "fit_scaling"]
 

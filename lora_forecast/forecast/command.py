@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from lora_forecast.config import Settings
-from lora_forecast.data.llmtime import LLMTimeCodec, tokens_per_step_upper_bound
 from lora_forecast.data.scaling import Scaling, SeriesScale, fit_scaling
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.errors import ConfigError, DataFormatError
 from lora_forecast.forecast.runs import run_scaling
+from lora_forecast.llmtime import LLMTimeCodec
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +110,12 @@ def predict_forecast_flops(settings: Settings, contexts: list[np.ndarray], horiz
                            signed: bool) -> float:
     """Upper bound of the forecast's FLOPs: per series one prefill of its prompt, then each of
     ``eval.num_samples`` samples decodes the horizon (the run's own forecasting rule)."""
-    from lora_forecast.planning import ROUNDING_MARGIN, flops_counter
+    from lora_forecast.planning import ROUNDING_MARGIN, flops_counter, token_format
 
     count = flops_counter(settings)
     n_vars = contexts[0].shape[1]
-    per_step = tokens_per_step_upper_bound(n_vars, settings.data.decimals,
-                                           settings.eval.max_int_digits, signed=signed)
+    per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
+    per_step += n_vars if signed else 0  # one '-' per number
     total = 0.0
     for c in contexts:
         prompt = len(c) * per_step
@@ -168,12 +168,16 @@ def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
                         contexts: list[np.ndarray], scaling: Scaling, meter: Any,
                         out: Path) -> Path:
     from lora_forecast.forecast.runs import load_run_model
+    from lora_forecast.llmtime import LLMTimeFormat
+    from lora_forecast.models.tokenizer import load_tokenizer
     from lora_forecast.run import _forecast_cost, forecast_scaled
 
     model = load_run_model(settings, job.run)
-    scaled = ScaledInput(scaling, LLMTimeCodec(scaling.alpha, settings.data.decimals))
-    fc = forecast_scaled(_with_horizon(settings, job.horizon), model, scaled, contexts,
-                         progress=True)
+    scaled = ScaledInput(scaling, LLMTimeCodec(scaling.alpha, settings.data.decimals,
+                                               settings.data.number_format))
+    fmt = LLMTimeFormat.for_tokenizer(scaled.codec, load_tokenizer(settings.model))
+    fc = forecast_scaled(_with_horizon(settings, job.horizon), model, fmt, scaled.scale_of,
+                         contexts, progress=True)
     meter.add(_forecast_cost(settings, fc, None), "forecasting")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -20,6 +20,7 @@ from transformers import (
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.errors import ModelLoadError
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ DTYPES = {"auto": "auto", "fp32": torch.float32, "bf16": torch.bfloat16, "fp16":
 
 
 def tiny_qwen2_config(cfg: ModelConfig) -> Qwen2Config:
-    """A small Qwen2 shape with the real vocabulary, RoPE theta and norm eps of Qwen2.5."""
+    """A small Qwen2 shape with the real vocabulary, RoPE theta and norm eps of Qwen2.5, and
+    the special tokens of the Qwen2.5 tokenizer it is paired with."""
+    tokenizer = qwen_tokenizer()
     return Qwen2Config(
         vocab_size=QWEN2_5_VOCAB_ROWS,
         hidden_size=cfg.hidden_size,
@@ -40,9 +43,9 @@ def tiny_qwen2_config(cfg: ModelConfig) -> Qwen2Config:
         rope_theta=1_000_000.0,
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-        pad_token_id=151643,
+        bos_token_id=tokenizer.pad_token_id,  # Qwen2.5 has no BOS: <|endoftext|> as in its config
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 

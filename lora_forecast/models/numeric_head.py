@@ -1,6 +1,7 @@
 """The numeric head: logits over the LLMTIME alphabet only, never over the 151936-row vocabulary.
 
-An LLMTIME target is always one of 13 tokens ('0'..'9', '.', ',', ';'), so training only needs
+An LLMTIME target is always one of a few tokens (``LLMTimeFormat.head_ids``: the digits, '.',
+',', ';', plus a joiner in the digit_spaced layout; 13 for Qwen), so training only needs
 the output distribution *renormalised over that set*. We run the decoder backbone once (LoRA
 layers live inside it) and multiply the final hidden states by the 13 allowed rows of the tied
 ``lm_head`` weight (plus their bias entries):
@@ -28,36 +29,12 @@ import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
 
-from lora_forecast.data.windows import alphabet_ids
 from lora_forecast.forecasting.decoding import LogitsFn, full_head_logits_fn
 
 IGNORE_INDEX = -100  # label of positions the loss skips (padding, prompt), as in HF
-NUMERIC_TOKENS = tuple("0123456789.,;")  # the LLMTIME alphabet: digits, point, comma, semicolon
 
 # (model, input_ids[B, T], attention_mask[B, T], labels[B, T]) -> scalar loss
 HeadLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def numeric_token_ids(tokenizer: Any, *, include_eos: bool = False) -> tuple[int, ...]:
-    """Token ids of :data:`NUMERIC_TOKENS` (Qwen2.5: 15..24, 13, 11, 26), in that order.
-
-    Args:
-        tokenizer: a HF tokenizer in which every LLMTIME character is a single token.
-        include_eos: append ``tokenizer.eos_token_id`` (for forecasters that may stop early).
-
-    Returns:
-        The allowed ids; with the Qwen2.5 tokenizer ``(15, ..., 24, 13, 11, 26)``.
-
-    Raises:
-        ValueError: a character does not encode to exactly one token, or EOS is unset.
-    """
-    vocab = alphabet_ids(tokenizer)
-    ids = [vocab[char] for char in NUMERIC_TOKENS]
-    if include_eos:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("numeric head: include_eos=True but the tokenizer has no eos_token_id")
-        ids.append(tokenizer.eos_token_id)
-    return tuple(ids)
 
 
 def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
@@ -133,7 +110,7 @@ def numeric_head_loss(
         input_ids: (B, T) token ids.
         attention_mask: (B, T) 1 for real tokens, 0 for padding, or None.
         labels: (B, T) target ids (usually ``input_ids``) with -100 where ignored.
-        allowed_ids: the K vocabulary ids the head scores (see :func:`numeric_token_ids`).
+        allowed_ids: the K vocabulary ids the head scores (``LLMTimeFormat.head_ids()``).
 
     Returns:
         Scalar float32 loss.
