@@ -133,13 +133,17 @@ def test_variable_value_rows_run_too(compose_cfg, run_dir, tmp_path, layout) -> 
     ("series_id,time,v0\na,0,1\na,1,x\n", "row 2: column 'v0' holds non-numeric value 'x'"),
     ("series_id,time,v0\na,0,1\na,0,2\n", "row 2: series a: duplicate time 0"),
     ("series_id,time,v0\na,0,1\na,1,\n", "series a, time 1, column 'v0': missing value"),
+    ("series_id,time,v0\na,1,1\na,0,2\n", "row 2: series a: time 0 after 1 (unsorted)"),
+    ("series_id,time,v0,v1\na,0,1,\na,1,2,\n", "series a: column 'v1' is empty"),
+    ("id,time,v0\na,0,1\n", "column 'series_id' (data.id_column) not found"),
 ])
 def test_bad_table_fails_before_anything_is_reserved(compose_cfg, run_dir, tmp_path, capsys,
                                                      text, fragment) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(text)
+    layout = ["data.layout=long"] if text.startswith("id,") else []
     with pytest.raises(SystemExit) as info:
-        run_task(compose_cfg(*TABLE, f"data.path={path}"), run_dir)
+        run_task(compose_cfg(*TABLE, f"data.path={path}", *layout), run_dir)
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 1 and fragment in err[0]
     assert len(err) == 1 and err[0].startswith(f"error: {path}: ")
