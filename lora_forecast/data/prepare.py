@@ -39,14 +39,6 @@ class PreparedData:
     def n_vars(self) -> int:
         return self.series.n_vars
 
-    @property
-    def trajectories(self) -> np.ndarray:
-        """``[S, T, V]`` when every series shares one time axis (HDF5 data)."""
-        uniform = self.series.uniform()
-        if uniform is None:
-            raise ValueError("series have different lengths; use .series")
-        return uniform[0]
-
     def scaled_series(self, indices: np.ndarray) -> list[np.ndarray]:
         """The series at ``indices`` as the text will hold them: unchanged under global
         scaling (the codec divides by alpha), each scaled by its own values under per-series
