@@ -43,7 +43,7 @@ class ModelConfig:
     name_or_path: str = "Qwen/Qwen2.5-0.5B-Instruct"
     revision: str | None = None
     dtype: str = "auto"
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"  # auto: transformers' choice (sdpa where supported)
     lm_head_bias: bool = False
     head: str = "numeric"
     # tiny-model shape (only read when kind=tiny)
@@ -86,12 +86,17 @@ class ModelConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA adapter (PEFT). ``alpha=None`` means alpha = rank: scaling 1, as in the reference."""
+    """LoRA adapter (PEFT). ``alpha=None`` means alpha = rank: scaling 1, as in the reference.
+
+    ``target_modules``: null = the model family's q/v (Phi-3: its fused ``qkv_proj``), a list of
+    module names, or ``all-linear`` (every linear of the decoder layers, as in PEFT); checked
+    against the family before any weight is loaded.
+    """
 
     rank: int = 4
     alpha: float | None = None
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: Any = None
 
     def __post_init__(self) -> None:
         _require(self.rank >= 1, "lora.rank", f"must be >= 1, got {self.rank}")
@@ -101,8 +106,12 @@ class LoraConfig:
         _require(
             0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}"
         )
+        targets = self.target_modules
         _require(
-            len(self.target_modules) >= 1, "lora.target_modules", "must name at least one module"
+            targets is None or isinstance(targets, str)
+            or (len(targets) >= 1 and all(isinstance(t, str) for t in targets)),
+            "lora.target_modules",
+            f"must be null, all-linear or a non-empty list of module names, got {targets!r}",
         )
 
     @property

@@ -19,7 +19,7 @@ from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import split_systems
 from lora_forecast.data.windows import count_windows
 from lora_forecast.errors import ConfigError
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture, count_flops, resolve_lora_targets
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenLayoutError
 
 QWEN2_5_0_5B_IDS = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B")
@@ -40,6 +40,13 @@ def architecture_for(cfg: ModelConfig) -> Architecture:
     from lora_forecast.models.build import pretrained_config
 
     return Architecture.from_hf_config(pretrained_config(cfg))
+
+
+def lora_targets(settings: Settings, arch: Architecture | None = None) -> tuple[str, ...]:
+    """``lora.target_modules`` resolved for the model's family (checked before any weight is
+    loaded; raises a one-line ConfigError naming the missing modules)."""
+    return resolve_lora_targets(arch or architecture_for(settings.model),
+                                settings.lora.target_modules)
 
 
 def token_format(settings: Settings) -> LLMTimeFormat:
@@ -169,7 +176,7 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
     common = {
         "accounting": settings.budget.accounting,
         "lora_rank": settings.lora.rank,
-        "lora_targets": tuple(settings.lora.target_modules),
+        "lora_targets": lora_targets(settings, arch),
         "lm_head_bias": settings.model.lm_head_bias,
         "head_vocab": _head_rows(settings),
     }

@@ -58,18 +58,27 @@ def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     return backbone, head
 
 
-def allowed_logits(hidden: torch.Tensor, head: nn.Linear, allowed: torch.Tensor) -> torch.Tensor:
+def allowed_logits(hidden: torch.Tensor, head: nn.Linear, allowed: torch.Tensor,
+                   softcap: float | None = None) -> torch.Tensor:
     """``hidden[..., D] @ W[allowed].T + b[allowed] -> [..., K]``.
 
     The rows are gathered inside the forward pass, so a trainable bias receives gradients
     (zero outside ``allowed``) and the frozen tied weight stays frozen. The K logits are
     computed in float32 even under bf16 autocast or with bf16 weights (K is tiny, and logits
-    that close to each other deserve the precision).
+    that close to each other deserve the precision). ``softcap`` applies the model's final
+    logit soft-capping (Gemma-2: ``cap * tanh(logits / cap)``), as its full head does.
     """
     with torch.autocast(hidden.device.type, enabled=False):
         weight = head.weight[allowed].float()  # (K, D)
         bias = head.bias[allowed].float() if head.bias is not None else None  # (K,)
-        return F.linear(hidden.float(), weight, bias)
+        logits = F.linear(hidden.float(), weight, bias)
+        return logits if not softcap else torch.tanh(logits / softcap) * softcap
+
+
+def final_softcap(model: nn.Module) -> float | None:
+    """The model's ``final_logit_softcapping`` (Gemma-2), or None."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return getattr(base.config, "final_logit_softcapping", None)
 
 
 def _allowed_tensor(allowed_ids: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -125,7 +134,7 @@ def numeric_head_loss(
     local = _local_targets(targets[keep], allowed)  # (N,)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     scored = hidden[:, :-1][keep]  # (N, D)
-    logits = allowed_logits(scored, head, allowed)  # (N, K) float32
+    logits = allowed_logits(scored, head, allowed, final_softcap(model))  # (N, K) float32
     return F.cross_entropy(logits, local)
 
 
@@ -176,6 +185,7 @@ def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
     """
     backbone, head = backbone_and_head(model)
     allowed = _allowed_tensor(allowed_ids, head.weight.device)
+    softcap = final_softcap(model)
 
     def logits_fn(
         input_ids: torch.Tensor,
@@ -191,7 +201,7 @@ def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
             use_cache=True,
         )
         last = out.last_hidden_state[:, -1]  # (B, D)
-        small = allowed_logits(last, head, allowed)  # (B, K)
+        small = allowed_logits(last, head, allowed, softcap)  # (B, K)
         full = small.new_full((small.shape[0], head.out_features), float("-inf"))  # (B, V)
         full[:, allowed] = small
         return full, out.past_key_values
