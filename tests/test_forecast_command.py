@@ -102,7 +102,6 @@ def test_export_merged_model_forecasts_like_the_adapter(trained: Path, tmp_path:
 
     from lora_forecast.data.scaling import Scaling
     from lora_forecast.export import export_run
-    from lora_forecast.forecast.command import ScaledInput
     from lora_forecast.forecast.runs import load_run_model, run_scaling
     from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
     from lora_forecast.models.build import load_base_model
@@ -113,18 +112,18 @@ def test_export_merged_model_forecasts_like_the_adapter(trained: Path, tmp_path:
     out = export_run(trained, tmp_path / "export", merge=True)
     assert (out / "adapter" / "adapter_config.json").is_file()
     scaling = Scaling.from_dict(run_scaling(trained))
-    scaled = ScaledInput(scaling, LLMTimeCodec(scaling.alpha, settings.data.decimals))
-    fmt = LLMTimeFormat.for_tokenizer(scaled.codec, load_tokenizer(settings.model))
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(scaling.alpha, settings.data.decimals),
+                                      load_tokenizer(settings.model))
     _, values, _ = _test_series(trained)
     contexts = values[:, :8]
     adapter = forecast_scaled(settings, load_run_model(settings, trained), fmt,
-                              scaled.scale_of, contexts, progress=False)
+                              scaling.text_scale, contexts, progress=False)
     merged_model = AutoModelForCausalLM.from_pretrained(out / "merged")
     # the one line README gives for runs with the reference study's lm_head bias
     merged_model.lm_head.bias = torch.nn.Parameter(
         load_file(out / "merged" / "lm_head_bias.safetensors")["bias"])
     assert merged_model.lm_head.bias.abs().max() > 0  # trained: the line matters
-    merged = forecast_scaled(settings, merged_model, fmt, scaled.scale_of, contexts,
+    merged = forecast_scaled(settings, merged_model, fmt, scaling.text_scale, contexts,
                              progress=False)
     assert merged.texts == adapter.texts
     np.testing.assert_array_equal(merged.point, adapter.point)
@@ -132,7 +131,7 @@ def test_export_merged_model_forecasts_like_the_adapter(trained: Path, tmp_path:
     base_model.lm_head.bias = torch.nn.Parameter(
         load_file(out / "adapter" / "lm_head_bias.safetensors")["bias"])
     reloaded = PeftModel.from_pretrained(base_model, out / "adapter")
-    again = forecast_scaled(settings, reloaded, fmt, scaled.scale_of, contexts, progress=False)
+    again = forecast_scaled(settings, reloaded, fmt, scaling.text_scale, contexts, progress=False)
     assert again.texts == adapter.texts
     # next-token logits agree with the adapter's, and differ from the untrained base model's,
     # so the equal forecasts above are not those of a model the adapter never changed

@@ -47,12 +47,8 @@ class PreparedData:
         return [self.scale_of(v).apply(v) for v in values]
 
     def scale_of(self, history: np.ndarray) -> SeriesScale:
-        """Per-series scale for the values a forecaster sees (identity under global scaling,
-        where ``codec`` carries alpha)."""
-        if self.scaling.kind == "global":
-            n_vars = np.asarray(history).shape[1]
-            return SeriesScale(np.zeros(n_vars), np.ones(n_vars))
-        return self.scaling.for_history(history)
+        """Per-series scale for the values a forecaster sees (:meth:`Scaling.text_scale`)."""
+        return self.scaling.text_scale(history)
 
 
 def data_path(cfg: DataConfig) -> Path:

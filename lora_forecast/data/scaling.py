@@ -68,6 +68,14 @@ class Scaling:
         level = np.quantile(np.abs(history - shift), self.quantile, axis=0)
         return SeriesScale(shift, np.where(level > 0, level, 1.0))
 
+    def text_scale(self, history: np.ndarray) -> SeriesScale:
+        """What to apply before the codec: the identity under global scaling (the codec itself
+        divides by ``alpha``, as runs always did), :meth:`for_history` per series."""
+        if self.kind == "global":
+            n_vars = np.asarray(history).shape[1]
+            return SeriesScale(np.zeros(n_vars), np.ones(n_vars))
+        return self.for_history(history)
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "alpha": self.alpha, "quantile": self.quantile,
                 "offset": self.offset, "variables": list(self.variables)}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lora_forecast.config import Settings
-from lora_forecast.data.scaling import Scaling, SeriesScale, fit_scaling
+from lora_forecast.data.scaling import Scaling, fit_scaling
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.errors import ConfigError, DataFormatError
@@ -29,7 +29,7 @@ from lora_forecast.llmtime import LLMTimeCodec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ForecastJob", "ScaledInput", "check_variables", "predict_forecast_flops",
+__all__ = ["ForecastJob", "check_variables", "predict_forecast_flops",
            "run_forecast_job"]
 
 
@@ -48,20 +48,6 @@ class ForecastJob:
             raise ConfigError(f"horizon: must be >= 1, got {self.horizon}")
         if self.plot_series < 0:
             raise ConfigError(f"plot_series: must be >= 0, got {self.plot_series}")
-
-
-@dataclass(frozen=True)
-class ScaledInput:
-    """What :func:`lora_forecast.run.forecast_scaled` needs: the codec and per-series scales."""
-
-    scaling: Scaling
-    codec: LLMTimeCodec
-
-    def scale_of(self, history: np.ndarray) -> SeriesScale:
-        if self.scaling.kind == "global":  # the codec carries alpha, as in the run
-            n_vars = np.asarray(history).shape[1]
-            return SeriesScale(np.zeros(n_vars), np.ones(n_vars))
-        return self.scaling.for_history(history)
 
 
 def _generic(names: tuple[str, ...]) -> bool:
@@ -173,10 +159,9 @@ def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
     from lora_forecast.run import _forecast_cost, forecast_scaled
 
     model = load_run_model(settings, job.run)
-    scaled = ScaledInput(scaling, LLMTimeCodec(scaling.alpha, settings.data.decimals,
-                                               settings.data.number_format))
-    fmt = LLMTimeFormat.for_tokenizer(scaled.codec, load_tokenizer(settings.model))
-    fc = forecast_scaled(_with_horizon(settings, job.horizon), model, fmt, scaled.scale_of,
+    codec = LLMTimeCodec(scaling.alpha, settings.data.decimals, settings.data.number_format)
+    fmt = LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model))
+    fc = forecast_scaled(_with_horizon(settings, job.horizon), model, fmt, scaling.text_scale,
                          contexts, progress=True)
     meter.add(_forecast_cost(settings, fc, None), "forecasting")
     out.parent.mkdir(parents=True, exist_ok=True)
