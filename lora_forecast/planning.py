@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lora_forecast.config import ModelConfig, Settings
 from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import SystemSplit, split_systems
@@ -74,6 +76,36 @@ def data_shape(settings: Settings) -> tuple[int, int, int]:
     return read_shape(Path(data.path))
 
 
+def series_lengths(settings: Settings) -> tuple[np.ndarray, int, bool]:
+    """Steps of every series, the variables, and whether any value is negative (a '-' sign
+    to count): HDF5 and synthetic data from metadata; a table is read (and validated) here,
+    so a bad table fails before anything is reserved, and ragged lengths are known exactly."""
+    data = settings.data
+    if data.source == "synthetic" or Path(data.path).suffix.lower() in (".h5", ".hdf5"):
+        n_systems, n_steps, n_vars = data_shape(settings)
+        return np.full(n_systems, n_steps, dtype=np.int64), n_vars, False
+    from lora_forecast.data.sources import read_series
+
+    series = read_series(data.path, data)
+    return series.lengths, series.n_vars, any(bool((v < 0).any()) for v in series.values)
+
+
+def eval_series_count(settings: Settings, lengths: np.ndarray) -> int:
+    """Test series the protocol will forecast: those with ``context + horizon`` steps, at most
+    ``eval.n_systems`` (the same rule as :func:`cut_series_windows`).
+
+    Raises:
+        ConfigError: no test series is long enough.
+    """
+    ev = settings.eval
+    eligible = int((lengths >= ev.context_steps + ev.horizon_steps).sum())
+    if eligible == 0:
+        raise ConfigError(
+            f"eval.context_steps + eval.horizon_steps = {ev.context_steps + ev.horizon_steps} "
+            f"exceeds the length of every test series (longest {int(lengths.max())})")
+    return eligible if ev.n_systems is None else min(ev.n_systems, eligible)
+
+
 # ---- what the data's shape already rules out (before anything is reserved) -------------------
 
 
@@ -82,17 +114,19 @@ def _data_name(settings: Settings) -> str:
     return f"data.path={data.path}" if data.source == "file" else "the synthetic data"
 
 
-def check_fits_data(settings: Settings, shape: tuple[int, int, int]) -> SystemSplit:
+def check_fits_data(settings: Settings, lengths: np.ndarray) -> SystemSplit:
     """Reject a config the data's shape cannot serve, before any FLOP is reserved.
 
-    Every check that needs only ``(systems, steps, variables)`` lives here, so the task
-    (admission, ``budget.dry_run``) and the sweeper (admission before launch) refuse the same
-    configs with the same one line, instead of a run failing after its reservation. A series
-    shorter than ``data.context_tokens`` is not an error: it becomes one padded window.
+    Every check that needs only the series' lengths lives here, so the task (admission,
+    ``budget.dry_run``) and the sweeper (admission before launch) refuse the same configs with
+    the same one line, instead of a run failing after its reservation. The evaluation rules
+    are the protocol's (:func:`lora_forecast.evaluation.protocol.cut_series_windows`): only
+    series with ``context + horizon`` steps are forecast. A series shorter than
+    ``data.context_tokens`` is not an error: it becomes one padded training window.
 
     Args:
         settings: the validated run settings.
-        shape: ``(systems, steps, variables)`` of the configured data (:func:`data_shape`).
+        lengths: ``[S]`` steps of every series (:func:`series_lengths`).
 
     Returns:
         The system split the run will use.
@@ -100,27 +134,30 @@ def check_fits_data(settings: Settings, shape: tuple[int, int, int]) -> SystemSp
     Raises:
         ConfigError: one line naming the key that does not fit the data.
     """
-    n_systems, n_steps, _ = shape
-    ev, split = settings.eval, settings.data.split
+    ev, split, n_systems = settings.eval, settings.data.split, len(lengths)
     try:
         systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
     except ValueError as exc:
         raise ConfigError(f"data.split: {exc} ({_data_name(settings)})") from exc
     finetunes = settings.task == "finetune" and settings.train.max_steps > 0
-    scored = not ev.skip_llm or bool(ev.baselines)
-    for name, needed in (("train", finetunes), ("val", finetunes), ("test", scored)):
+    for name, needed in (("train", finetunes), ("val", finetunes), ("test", True)):
         if needed and len(getattr(systems, name)) == 0:
-            raise ConfigError(f"data.split.{name}: the {name} split of {n_systems} systems is "
+            raise ConfigError(f"data.split.{name}: the {name} split of {n_systems} series is "
                               f"empty (fraction {getattr(split, name)}); the run needs it")
-    if ev.context_steps + ev.horizon_steps > n_steps:
+    end = ev.context_steps + ev.horizon_steps
+    eligible = int((lengths[systems.test] >= end).sum())
+    if eligible == 0:
         raise ConfigError(
             f"eval.context_steps + eval.horizon_steps: {ev.context_steps} + {ev.horizon_steps} = "
-            f"{ev.context_steps + ev.horizon_steps} exceeds the series length {n_steps} of "
-            f"{_data_name(settings)}")
-    if ev.n_systems is not None and ev.n_systems > len(systems.test):
+            f"{end} exceeds the length of every test series (longest "
+            f"{int(lengths[systems.test].max())}) of {_data_name(settings)}")
+    if ev.n_systems is not None and ev.n_systems > eligible:
         raise ConfigError(
-            f"eval.n_systems: {ev.n_systems} exceeds the {len(systems.test)} systems of the "
-            f"test split ({n_systems} systems x data.split.test={split.test})")
+            f"eval.n_systems: {ev.n_systems} exceeds the {eligible} test series long enough for "
+            f"{end} steps ({len(systems.test)} in the test split of {n_systems} series)")
+    if finetunes and settings.train.eval_forecast and not (lengths[systems.val] >= end).any():
+        raise ConfigError(f"train.eval_forecast: no validation series has the {end} steps of "
+                          f"eval.context_steps + eval.horizon_steps")
     return systems
 
 
@@ -139,34 +176,36 @@ class RunShape:
     horizon_tokens: int
 
 
-def run_shape(settings: Settings) -> RunShape:
-    """Bound the run's token counts from the config and the data file's shape."""
-    n_systems, n_steps, n_vars = data_shape(settings)
+def run_shape(settings: Settings,
+              series: tuple[np.ndarray, int, bool] | None = None) -> RunShape:
+    """Bound the run's token counts from the config and the data file's shape (``series``:
+    :func:`series_lengths`, when the caller already has it)."""
+    lengths, n_vars, signed = series or series_lengths(settings)
     split = settings.data.split
-    systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
+    systems = split_systems(len(lengths), split.train, split.val, split.test, split.seed)
     fmt = token_format(settings)
     per_step = fmt.max_tokens_per_step(n_vars, settings.eval.max_int_digits)
-    series_tokens = n_steps * per_step - 1
+    per_step += n_vars if signed else 0  # one '-' per number of a series with negatives
+    series_tokens = lengths * per_step - 1  # [S] upper bounds, one per (ragged) series
     context = settings.data.context_tokens
-    n_val = count_windows([series_tokens] * len(systems.val), context, context)
+    n_val = count_windows([int(n) for n in series_tokens[systems.val]], context, context)
     if settings.train.val_max_windows is not None:
         n_val = min(n_val, settings.train.val_max_windows)
-    n_test = (
-        len(systems.test)
-        if settings.eval.n_systems is None
-        else min(settings.eval.n_systems, len(systems.test))
-    )
+    n_test = eval_series_count(settings, lengths[systems.test])
+    end = settings.eval.context_steps + settings.eval.horizon_steps
+    val_long_enough = int((lengths[systems.val] >= end).sum())  # what the validator forecasts
     return RunShape(
         n_vars=n_vars,
         tokens_per_step=per_step,
-        n_train_windows=count_windows([series_tokens] * len(systems.train), context, context // 2),
+        n_train_windows=count_windows([int(n) for n in series_tokens[systems.train]], context,
+                                      context // 2),
         n_val_windows=n_val,
         # the loop validates every eval_every steps and at the last step
         n_evaluations=-(-settings.train.max_steps // settings.train.eval_every),
-        n_val_forecast_systems=min(settings.train.eval_forecast_systems, len(systems.val)),
+        n_val_forecast_systems=min(settings.train.eval_forecast_systems, val_long_enough),
         n_test_systems=n_test,
         prompt_tokens=settings.eval.context_steps * per_step,
-        horizon_tokens=_generation_cap(settings, fmt, n_vars),
+        horizon_tokens=_generation_cap(settings, fmt, n_vars),  # the grammar has no '-'
     )
 
 
@@ -279,15 +318,17 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     ``batch_size x grad_accum`` full windows per process. Validation: one evaluation every
     ``eval_every`` steps and at the last step (``ceil(max_steps / eval_every)``) of the capped
     validation windows, plus, when ``train.eval_forecast``, a greedy forecast of the first
-    ``eval_forecast_systems`` validation systems, per process. Forecasting, on the main process
-    only: :func:`system_forecast_cost` of every scored test system with ``eval.num_samples``
-    samples. Token counts are upper bounds (:func:`run_shape`), so the meter never exceeds it.
+    ``eval_forecast_systems`` validation series long enough, per process. Forecasting, on the
+    main process only: :func:`system_forecast_cost` of every scored test series with
+    ``eval.num_samples`` samples. Token counts are upper bounds (:func:`run_shape`), so the
+    meter never exceeds it.
     """
-    check_fits_data(settings, data_shape(settings))
+    series = series_lengths(settings)
+    check_fits_data(settings, series[0])
     if settings.task == "baselines":
         return CostPrediction(0.0, 0.0, 0.0, settings.budget.accounting, 0.0, 0.0)
     arch = arch or architecture_for(settings.model)
-    shape = run_shape(settings)
+    shape = run_shape(settings, series)
     count = flops_counter(settings, arch)
     context, train = settings.data.context_tokens, settings.train
     processes = data_parallel_processes()

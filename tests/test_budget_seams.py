@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SHRINK, subprocess_env
 from test_training_loop import _fit
@@ -25,6 +26,7 @@ from lora_forecast.budget.callback import read_run_id
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import to_settings
+from lora_forecast.data.splits import split_systems
 from lora_forecast.errors import ConfigError
 from lora_forecast.planning import check_fits_data, predict_cost
 from lora_forecast.results import read_results
@@ -32,47 +34,56 @@ from lora_forecast.task import run_task
 
 # ---- checks from the config and the data's shape, before any reservation -----------------------
 
-# (overrides, data shape (systems, steps, variables), the key the one line must start with)
+def lengths(n_series: int = 40, steps: int = 100, short: str | None = None) -> np.ndarray:
+    """Steps of each series; ``short``: that split of the default 40-series split (seed 0)
+    but its first series get 5 steps, too few for the 8 + 2 of SHRINK's evaluation."""
+    out = np.full(n_series, steps, dtype=np.int64)
+    if short is not None:
+        chosen = getattr(split_systems(n_series, 0.8, 0.1, 0.1, 0), short)
+        out[chosen[: len(chosen) - 1 if short == "test" else len(chosen)]] = 5
+    return out
+
+
+# (overrides, series lengths, the start of the one line, naming the key)
 SHAPE_CASES = [
-    (["eval.n_systems=5"], (40, 100, 2), "eval.n_systems: 5 exceeds the 4 systems"),
-    (["eval.context_steps=95", "eval.horizon_steps=6"], (40, 100, 2),
-     "eval.context_steps + eval.horizon_steps: 95 + 6 = 101 exceeds the series length 100"),
-    (["eval.context_steps=8", "eval.horizon_steps=2"], (40, 9, 2),
-     "eval.context_steps + eval.horizon_steps"),
-    (["data.split.train=0.9", "data.split.val=0.0"], (40, 100, 2), "data.split.val: the val split"),
-    (["data.split.train=0.9", "data.split.test=0.0"], (40, 100, 2),
-     "data.split.test: the test split"),
-    (["data.split.train=0.0", "data.split.val=0.5", "data.split.test=0.5"], (40, 100, 2),
+    (["eval.n_systems=5"], lengths(), "eval.n_systems: 5 exceeds the 4 test series long enough"),
+    (["eval.context_steps=95", "eval.horizon_steps=6"], lengths(),
+     "eval.context_steps + eval.horizon_steps: 95 + 6 = 101 exceeds the length of every test "
+     "series (longest 100)"),
+    ([], lengths(steps=9), "eval.context_steps + eval.horizon_steps: 8 + 2 = 10 exceeds"),
+    (["eval.n_systems=2"], lengths(short="test"),  # ragged: one test series long enough
+     "eval.n_systems: 2 exceeds the 1 test series long enough for 10 steps (4 in the test split"),
+    (["train.eval_forecast=true"], lengths(short="val"), "train.eval_forecast: no validation"),
+    (["data.split.train=0.9", "data.split.val=0.0"], lengths(), "data.split.val: the val split"),
+    (["data.split.train=0.9", "data.split.test=0.0"], lengths(), "data.split.test: the test"),
+    (["data.split.train=0.0", "data.split.val=0.5", "data.split.test=0.5"], lengths(),
      "data.split.train: the train split"),
-    ([], (2, 100, 2), "data.split: need at least 3 systems"),
+    ([], lengths(2), "data.split: need at least 3 systems"),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "shape", "message"), SHAPE_CASES,
-                         ids=["n_systems", "window", "short-series", "no-val", "no-test",
-                              "no-train", "too-few-systems"])
-def test_the_shape_check_names_the_key(compose_cfg, overrides, shape, message) -> None:
+@pytest.mark.parametrize(("overrides", "series", "message"), SHAPE_CASES,
+                         ids=["n_systems", "window", "short-series", "ragged-n_systems",
+                              "eval-forecast", "no-val", "no-test", "no-train", "too-few"])
+def test_the_shape_check_names_the_key(compose_cfg, overrides, series, message) -> None:
     settings = to_settings(compose_cfg("eval.n_systems=null", *overrides))
     with pytest.raises(ConfigError) as raised:
-        check_fits_data(settings, shape)
+        check_fits_data(settings, series)
     assert str(raised.value).startswith(message), str(raised.value)
     assert "\n" not in str(raised.value)
 
 
 def test_the_shape_check_lets_through_what_the_run_can_do(compose_cfg) -> None:
     """Exactly at the limits; a series shorter than a context window is one padded window;
-    a run that forecasts nothing and scores no baseline needs no test split; evaluating the
-    untrained model needs no training or validation split."""
+    short test series are skipped as long as enough remain; evaluating the untrained model
+    needs no training or validation split."""
     at_limits = to_settings(compose_cfg("eval.n_systems=4", "eval.context_steps=90",
                                         "eval.horizon_steps=10", "data.context_tokens=4096"))
-    assert len(check_fits_data(at_limits, (40, 100, 2)).test) == 4
-    no_test = to_settings(compose_cfg("data.split.train=0.9", "data.split.test=0.0",
-                                      "eval.skip_llm=true", "eval.baselines=[]",
-                                      "eval.n_systems=null"))
-    check_fits_data(no_test, (40, 100, 2))
+    assert len(check_fits_data(at_limits, lengths()).test) == 4
+    check_fits_data(to_settings(compose_cfg("eval.n_systems=1")), lengths(short="test"))
     untrained = to_settings(compose_cfg("task=evaluate", "data.split.train=0.0",
                                         "data.split.val=0.0", "data.split.test=1.0"))
-    check_fits_data(untrained, (40, 100, 2))
+    check_fits_data(untrained, lengths())
 
 
 @pytest.mark.parametrize(
@@ -107,8 +118,8 @@ def test_the_command_line_refuses_n_systems_beyond_the_test_split(tmp_path: Path
         cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "error: eval.n_systems: 100000 exceeds the 4 systems of the test split "
-        "(40 systems x data.split.test=0.1)"]
+        "error: eval.n_systems: 100000 exceeds the 4 test series long enough for 10 steps "
+        "(4 in the test split of 40 series)"]
     assert not (tmp_path / "outputs" / "ledger.sqlite").exists()
     ours = [p.name for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
     assert ours == []  # Hydra's own config copy and log only: no results, .run_id or split

@@ -207,7 +207,7 @@ def test_a_trial_failing_admission_is_failed_and_the_sweep_goes_on(tmp_path, bad
         error = "DataFormatError: " + str(tmp_path / "missing.h5") + ": file not found"
     else:
         grid = [f"data.path={good}", "eval.n_systems=choice(100000,2)"]
-        error = "ConfigError: eval.n_systems: 100000 exceeds the 4 systems of the test split"
+        error = "ConfigError: eval.n_systems: 100000 exceeds the 4 test series long enough"
     batches = multirun(tmp_path, [*FAKE, "hydra/sweeper=budgeted_optuna", "data.source=file",
                                   "hydra.sweeper.sampler.name=grid", *grid])
     assert sum(len(b) for b in batches) == 1  # only the good point was launched
