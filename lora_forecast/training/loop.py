@@ -140,6 +140,9 @@ class Trainer:
             accelerator.num_processes,
             accelerator.process_index,
         )
+        if accelerator.num_processes > 1:
+            log.info("data parallel: process %d of %d, %d windows per step on each",
+                     accelerator.process_index, accelerator.num_processes, self.order.batch_size)
         self.stopper = EarlyStopping(cfg.patience, cfg.min_delta)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -330,8 +333,9 @@ class Trainer:
         self.history = state["history"]
         self.stopper.load_state_dict(state["early_stopping"])
         owner = state["meter"].get("run_id")
-        if not self.acc.is_main_process or owner in (None, getattr(self.hooks.meter, "run_id", None)):
-            self.hooks.meter.load_state_dict(state["meter"])  # ranks > 0 mirror rank 0's count
+        ours = (None, getattr(self.hooks.meter, "run_id", None))
+        if owner in ours or not self.acc.is_main_process:  # ranks > 0 only mirror the count
+            self.hooks.meter.load_state_dict(state["meter"])
         else:  # weights from another run: its FLOPs stay on that run's ledger row
             log.info("checkpoint %s belongs to another run; metering starts at 0", checkpoint.path)
         self.resumed_from = str(checkpoint.path)
