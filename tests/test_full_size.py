@@ -76,7 +76,7 @@ REAL = next((p / "shared/data/lotka_volterra_data.h5" for p in Path(__file__).re
             Path(__file__).resolve().parents[2] / "shared/data/lotka_volterra_data.h5")
 QWEN_CONFIG = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
                "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936,
-               "tie_word_embeddings": True, "rope_theta": 1e6, "rms_norm_eps": 1e-6}
+               "tie_word_embeddings": True, "rms_norm_eps": 1e-6}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,7 @@ def qwen_folder(tmp_path_factory) -> Path:
     config = tiny_qwen2_config(ModelConfig(kind="tiny", **QWEN))
     for key, value in QWEN_CONFIG.items():
         assert getattr(config, key) == value, key  # the shape under test is the real one
+    assert config.rope_parameters["rope_theta"] == 1e6
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Qwen2ForCausalLM(config).to(torch.bfloat16)

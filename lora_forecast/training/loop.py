@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from lora_forecast.config import TrainConfig
 from lora_forecast.models.build import load_trainable_state, trainable_state
 from lora_forecast.training import checkpoint as ckpt
-from lora_forecast.training.batches import BatchOrder
+from lora_forecast.training.batches import BatchOrder, collate, label_tokens
 from lora_forecast.training.distributed import LossModule, from_rank0, global_sum
 from lora_forecast.training.early_stopping import EarlyStopping
 from lora_forecast.training.schedule import build_optimizer
@@ -96,16 +96,6 @@ class TrainResult:
             "resumed_from": self.resumed_from,
             "history": self.history,
         }
-
-
-def collate(dataset: Dataset, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
-
-
-def label_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens that carry a loss: shifted labels that are not padding (-100)."""
-    return int((batch["labels"][:, 1:] != -100).sum())
 
 
 class Trainer:
