@@ -17,18 +17,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from conftest import CONF_DIR, SHRINK, subprocess_env
 from hydra import compose, initialize_config_dir
+from torch.nn.parallel import DistributedDataParallel
 
 from lora_forecast.budget.ledger import Ledger
+from lora_forecast.config import LoraConfig, ModelConfig
+from lora_forecast.models.build import build_model
+from lora_forecast.models.numeric_head import backbone_and_head, numeric_head_loss
 from lora_forecast.results import read_results
 from lora_forecast.task import run_task
 from lora_forecast.training.batches import BatchOrder
+from lora_forecast.training.distributed import LossModule
 
 # 8 steps planned; min_delta=100 makes the 2nd evaluation (step 4) "no improvement", so rank 0
 # decides early stopping there and rank 1 must follow it (or hang in the next step's allreduce).
 EARLY_STOP = ("train.max_steps=8", "train.patience=1", "train.min_delta=100")
 TIMEOUT_S = 240
+ALPHABET = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)
 
 
 def torchrun(tmp_path: Path, run_dir: str, *extra: str) -> list[str]:
@@ -177,3 +184,27 @@ def test_resume_from_another_runs_checkpoint_starts_a_new_row_at_zero(compose_cf
         rows = {r.run_id: r for r in ledger.rows()}
     assert rows[first["run_id"]].spent_flops == first["flops"]["spent"]  # untouched
     assert rows[second["run_id"]].spent_flops == second["flops"]["spent"]
+
+
+def test_numeric_head_refuses_a_ddp_model_and_trains_through_the_loss_module(tmp_path) -> None:
+    """Calling the numeric head's loss on a DDP model would skip DDP's forward (no gradient
+    averaging, silently): it raises. Through ``LossModule`` it is the same loss with DDP's
+    forward; decoding may still unwrap a DDP model."""
+    ids = torch.tensor([ALPHABET * 2])
+    model = build_model(ModelConfig(kind="tiny", hidden_size=32, num_layers=1, num_heads=2,
+                                    num_kv_heads=1, intermediate_size=64, lm_head_bias=True),
+                        LoraConfig(rank=2))  # fmt: skip
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)  # fmt: skip
+    try:
+        with pytest.raises(TypeError, match="DDP"):
+            numeric_head_loss(DistributedDataParallel(model), ids, None, ids, ALPHABET)
+        backbone, _ = backbone_and_head(DistributedDataParallel(model))
+        assert backbone is model.get_base_model().model
+        net = DistributedDataParallel(LossModule(
+            model, lambda m, batch: numeric_head_loss(m, batch["ids"], None, batch["ids"], ALPHABET)
+        ))  # fmt: skip
+        through_ddp = net({"ids": ids})
+        assert float(through_ddp) == float(numeric_head_loss(model, ids, None, ids, ALPHABET))
+    finally:
+        dist.destroy_process_group()
