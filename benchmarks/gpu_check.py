@@ -30,15 +30,13 @@ import numpy as np
 import torch
 
 from benchmarks.common import GIB, LLMTIME_IDS, phase_memory, pick_device, print_json_last
+from benchmarks.forecasting import contexts_and_format
 from benchmarks.training import random_batch
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.data.generator import generate_lotka_volterra
-from lora_forecast.data.llmtime import LLMTimeCodec
 from lora_forecast.flops import Architecture, count_flops
 from lora_forecast.forecasting import forecast
 from lora_forecast.models.build import build_model, tiny_qwen2_config
-from lora_forecast.models.numeric_head import loss_fn_for, numeric_logits_fn, numeric_token_ids
-from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.models.numeric_head import loss_fn_for, numeric_logits_fn
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' datasheets. First
 # substring match of torch.cuda.get_device_name() wins, so "H100 PCIe" precedes "H100".
@@ -103,13 +101,12 @@ def train(opts: argparse.Namespace, model: torch.nn.Module, device: torch.device
 
 def forecast_speed(opts: argparse.Namespace, model: torch.nn.Module) -> dict[str, Any]:
     """Greedy constrained forecast of ``opts.systems`` synthetic systems; tokens per second."""
-    trajectories, _ = generate_lotka_volterra(opts.systems, opts.context_steps + opts.horizon)
-    contexts = trajectories[:, : opts.context_steps]
-    allowed = numeric_token_ids(qwen_tokenizer(), include_eos=True)
+    contexts, fmt = contexts_and_format(opts.systems, opts.context_steps)
+    allowed = fmt.head_ids(include_eos=True)
     model.eval()
     started = time.perf_counter()
     # bf16 weights on CUDA as they are (no autocast): PEFT casts into its fp32 LoRA layers
-    result = forecast(model, LLMTimeCodec(alpha=10.0), contexts, horizon_steps=opts.horizon,
+    result = forecast(model, fmt, contexts, horizon_steps=opts.horizon,
                       batch_size=opts.systems, logits_fn=numeric_logits_fn(model, allowed),
                       max_int_digits=2, progress=False)  # fmt: skip
     seconds = time.perf_counter() - started
