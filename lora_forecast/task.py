@@ -25,7 +25,7 @@ from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import Settings, resolved_config, to_settings
 from lora_forecast.errors import BudgetExceededError, LoraForecastError
 from lora_forecast.models.build import check_model_available
-from lora_forecast.planning import CostPrediction, predict_cost
+from lora_forecast.planning import CostPrediction, data_parallel_processes, predict_cost
 from lora_forecast.results import config_digest, write_results
 from lora_forecast.tracking import make_tracker
 from lora_forecast.training.signals import graceful_stop
@@ -180,6 +180,10 @@ def _admitted_run(
 
     accelerator = Accelerator(mixed_precision=precision_for(settings), cpu=not _has_cuda())
     main = accelerator.is_main_process
+    predicted_processes = data_parallel_processes()
+    if accelerator.num_processes != predicted_processes:  # nothing is reserved yet
+        raise LoraForecastError(f"launcher: WORLD_SIZE={predicted_processes} but accelerate runs "
+                                f"{accelerator.num_processes} process(es); launch with torchrun")
     run_dir = Path(from_rank0(accelerator, str(run_dir)))  # Hydra's ${now} may differ per rank
     meter = (
         _admit(settings, config, prediction, ledger, run_dir)
