@@ -1,4 +1,4 @@
-"""Packaging that pyproject.toml cannot say: the top-level ``conf/`` ships as ``lora_forecast.conf``.
+"""Packaging that pyproject.toml cannot say: the top-level conf/ ships as lora_forecast.conf.
 
 The configs stay in the repository's ``conf/`` folder (the documented layout); the wheel carries
 them inside the package so an installed ``lora-forecast`` works from any directory

@@ -47,11 +47,13 @@ def test_completed_summary_has_every_number_next_to_its_baseline() -> None:
     assert ("  FLOPs: predicted 4.000e+14, spent 3.000e+14; study 'lv' used 1.000e+16, "
             "9.000e+16 left of 1.000e+17") in lines
     assert "  run directory: outputs/runs/smoke/t" in lines
-    assert lines[-1] == "  next: python -m lora_forecast.report outputs/runs/smoke/t --out report.md"
+    assert lines[-1] == ("  next: python -m lora_forecast.report outputs/runs/smoke/t "
+                         "--out report.md")
 
 
 @pytest.mark.parametrize(("status", "next_step"), [
-    ("interrupted", "python -m lora_forecast x=1 train.resume=auto hydra.run.dir=outputs/runs/smoke/t"),
+    ("interrupted",
+     "python -m lora_forecast x=1 train.resume=auto hydra.run.dir=outputs/runs/smoke/t"),
     ("stopped_budget", "python -m lora_forecast.budget report --study lv"),
     ("rejected", "python -m lora_forecast.budget report --study lv"),
     ("failed", "read run.log, fix, and rerun: python -m lora_forecast x=1"),
