@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lora_forecast.forecasting.grammar import LLMTimeGrammar, LLMTimeLogitsProcessor
+from lora_forecast.llmtime.grammar import LLMTimeGrammar, LLMTimeLogitsProcessor
 
 # (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], past_key_values | None)
 #   -> (logits of the last position [B, V], past_key_values for the next call)
