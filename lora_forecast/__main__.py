@@ -14,9 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from lora_forecast.cli import (
     FULL_ERROR,
     config_groups_text,
-    defer_hydra_error_reports,
-    one_line_error,
     restore_user_error_setting,
+    run_cli,
     schema_choice_error,
 )
 from lora_forecast.config import register_configs
@@ -54,15 +53,7 @@ def _refuse(message: str, run_dir: Path, output_dir: Path, multirun: bool) -> No
 
 def cli() -> None:
     """``main`` with Hydra's composition errors (bad override, unknown key) as one line."""
-    deferred = defer_hydra_error_reports()
-    try:
-        main()
-    except Exception as exc:  # raised before the task started, or a bug: see lora_forecast.cli
-        message = one_line_error(exc, sys.argv[1:]) if deferred else None
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -173,3 +174,18 @@ def one_line_error(exc: BaseException, overrides: Sequence[str] = ()) -> str | N
             return f"{key}: {reason} ({head})" if key else f"{reason} ({head})"
         return head
     return None
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` entry with Hydra's composition errors (a bad override, an unknown
+    key, a missing required value) printed as one ``error:`` line and exit 1; bugs keep their
+    traceback. Every console command of the package goes through here."""
+    deferred = defer_hydra_error_reports()
+    try:
+        main()
+    except Exception as exc:  # raised before the task started, or a bug
+        message = one_line_error(exc, sys.argv[1:]) if deferred else None
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
