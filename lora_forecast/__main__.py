@@ -20,7 +20,10 @@ register_configs()
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry: returns the monitored validation metric (the sweeper's objective)."""
     restore_user_error_setting()  # from here on, errors are reported as the user asked
-    from lora_forecast.task import run_task  # heavy imports after Hydra parsed the CLI
+    from lora_forecast.quiet import quiet_third_party  # heavy imports after Hydra parsed the CLI
+    from lora_forecast.task import run_task
+
+    quiet_third_party()  # library warnings we cannot fix: filtered or logged once (see module)
 
     hydra_cfg = HydraConfig.get()
     return run_task(cfg, Path(hydra_cfg.runtime.output_dir),
