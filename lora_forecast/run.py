@@ -22,7 +22,12 @@ from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.windows import alphabet_ids
 from lora_forecast.evaluation.metrics import mse, score_forecasts
-from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
+from lora_forecast.evaluation.plots import (
+    ForecastPanels,
+    metrics_title,
+    plot_error_per_step,
+    plot_forecasts,
+)
 from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
 from lora_forecast.forecasting import forecast
 from lora_forecast.models.build import build_model, load_trainable_state
@@ -86,7 +91,7 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         return payload
     payload["metrics"] = _score(settings, window.truth, fc)
     if main:
-        _plots(run_dir, window, fc, payload, settings)
+        _plots(run_dir, window, fc, payload, settings, data.split.test[: len(window.contexts)])
     return payload
 
 
@@ -230,10 +235,18 @@ def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext)
 
 
 def _plots(run_dir: Path, window: Any, fc: Any, payload: dict[str, Any],
-           settings: Settings) -> None:
+           settings: Settings, system_ids: Any) -> None:
+    """``forecasts.png`` (the test systems under their ids in ``split.json``, bands only from
+    samples) and ``error_per_step.png``."""
+    sampled = settings.eval.num_samples > 1
+    panels = ForecastPanels(
+        system_ids=[int(i) for i in system_ids], n_systems=settings.eval.plot_systems,
+        title=metrics_title(payload["metrics"]["mse"], payload["baselines"]),
+    )  # fmt: skip
     plot_forecasts(
-        run_dir / "forecasts.png", window.contexts, window.truth, fc.point, fc.lower, fc.upper,
-        window.t_context, window.t_future, n_systems=settings.eval.plot_systems,
+        run_dir / "forecasts.png", window.contexts, window.truth, fc.point,
+        fc.lower if sampled else None, fc.upper if sampled else None,
+        window.t_context, window.t_future, panels,
     )  # fmt: skip
     per_step = {"LLM": payload["metrics"]["mse_per_step"]}
     per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})
