@@ -134,3 +134,15 @@ def test_rng_capture_and_restore_replays_random_streams() -> None:
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0])
     assert np.array_equal(first[1], second[1]) and first[2] == second[2]
+
+
+def test_collate_stacks_the_windows_in_index_order() -> None:
+    from lora_forecast.data.windows import TokenWindows
+    from lora_forecast.training.loop import collate
+
+    ids = torch.arange(12).reshape(4, 3)  # window i holds 3i, 3i+1, 3i+2
+    mask = torch.tensor([[1, 1, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]])
+    batch = collate(TokenWindows(ids, mask), [3, 1], torch.device("cpu"))
+    assert batch["input_ids"].tolist() == [[9, 10, 11], [3, 4, 5]]
+    assert batch["attention_mask"].tolist() == [[0, 0, 1], [0, 1, 1]]
+    assert batch["labels"].tolist() == [[-100, -100, 11], [-100, 4, 5]]

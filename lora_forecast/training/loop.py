@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
 from lora_forecast.config import TrainConfig
@@ -95,8 +95,10 @@ class TrainResult:
 
 
 def collate(dataset: Dataset, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+    """The windows at ``indices`` as one batch (``default_collate``: ``[B, T]`` per key) on
+    ``device``."""
+    batch = default_collate([dataset[int(i)] for i in indices])
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def label_tokens(batch: dict[str, torch.Tensor]) -> int:
