@@ -20,10 +20,19 @@ from typing import Any
 import torch
 
 from lora_forecast.config import LoraConfig, ModelConfig
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 # Qwen2.5-0.5B-Instruct (SPEC "Model facts"); only the depth is configurable.
 QWEN_0_5B = dict(hidden_size=896, num_heads=14, num_kv_heads=2, intermediate_size=4864)
-LLMTIME_IDS = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)  # '0'..'9', '.', ',', ';'
+
+def benchmark_format(decimals: int = 2, number_format: str = "decimal") -> LLMTimeFormat:
+    """The LLMTIME format the benchmarks use: the real Qwen2.5 tokenizer, alpha 10."""
+    return LLMTimeFormat.for_tokenizer(LLMTimeCodec(10.0, decimals, number_format),
+                                       qwen_tokenizer())
+
+
+LLMTIME_IDS = benchmark_format().head_ids()  # the numeric head's rows ('0'..'9', '.', ',', ';')
 GIB = 2**30
 
 

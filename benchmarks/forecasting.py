@@ -31,23 +31,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import model_configs, pick_device, print_json_last, print_table, timer
+from benchmarks.common import (
+    benchmark_format,
+    model_configs,
+    pick_device,
+    print_json_last,
+    print_table,
+    timer,
+)
 from lora_forecast.data.generator import generate_lotka_volterra
-from lora_forecast.data.llmtime import LLMTimeCodec
-from lora_forecast.forecasting import LLMTimeAlphabet, LLMTimeGrammar, LLMTimeLogitsProcessor
 from lora_forecast.forecasting import forecast as batched_forecast
 from lora_forecast.forecasting.decoding import LogitsFn
+from lora_forecast.llmtime import LLMTimeFormat, LLMTimeGrammar, LLMTimeLogitsProcessor
 from lora_forecast.models.build import build_model
-from lora_forecast.models.numeric_head import numeric_logits_fn, numeric_token_ids
-from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.models.numeric_head import numeric_logits_fn
 
 
-def contexts_and_codec(systems: int, context_steps: int) -> tuple[np.ndarray, LLMTimeCodec]:
-    """``[S, context_steps, 2]`` synthetic predator-prey contexts and the alpha=10 codec."""
+def contexts_and_format(systems: int, context_steps: int) -> tuple[np.ndarray, LLMTimeFormat]:
+    """``[S, context_steps, 2]`` synthetic predator-prey contexts and the alpha=10 format."""
     trajectories, _ = generate_lotka_volterra(n_systems=systems, n_steps=100, seed=0)
     if context_steps > trajectories.shape[1]:
         raise ValueError(f"--context-steps: at most {trajectories.shape[1]}, got {context_steps}")
-    return trajectories[:, :context_steps], LLMTimeCodec(alpha=10.0, decimals=2)
+    return trajectories[:, :context_steps], benchmark_format()
 
 
 @torch.no_grad()
@@ -69,21 +74,16 @@ def reference_forecast(model: torch.nn.Module, prompt: list[int], grammar: LLMTi
     return ids[0, len(prompt):].tolist()
 
 
-def run_reference(model, contexts, codec, horizon: int,
+def run_reference(model, contexts, fmt: LLMTimeFormat, horizon: int,
                   max_tokens: int | None) -> tuple[list[str], float, int]:
     """Texts, wall seconds and generated tokens of the reference loop over ``contexts``."""
-    tokenizer = qwen_tokenizer()
-    alphabet = LLMTimeAlphabet.from_tokenizer(tokenizer)
-    grammar = LLMTimeGrammar(contexts.shape[2], codec.decimals, horizon, alphabet=alphabet,
-                             eos_id=tokenizer.eos_token_id,
-                             end_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id))
+    grammar = fmt.grammar(contexts.shape[2], horizon, max_int_digits=3)
     texts, tokens = [], 0
     with timer(model.device) as elapsed:
         for context in contexts:
-            prompt = alphabet.encode(codec.encode(context) + ";")
-            generated = reference_forecast(model, prompt, grammar, max_tokens)
+            generated = reference_forecast(model, fmt.prompt(context), grammar, max_tokens)
             tokens += len(generated)
-            texts.append(alphabet.decode(generated))
+            texts.append(fmt.decode_ids(generated))
     return texts, elapsed[0], tokens
 
 
@@ -98,15 +98,14 @@ def timed_calls(logits_fn: LogitsFn, device: torch.device,
     return timed
 
 
-def run_ours(model, contexts, codec, horizon: int,
+def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int,
              batch_size: int) -> tuple[list[str], float, list[int], list[tuple[str, float]]]:
     """Texts, wall seconds, generated tokens per system and timed model calls of the batched
     numeric-head forecaster."""
     calls: list[tuple[str, float]] = []
-    logits_fn = timed_calls(numeric_logits_fn(model, numeric_token_ids(qwen_tokenizer())),
-                            model.device, calls)
+    logits_fn = timed_calls(numeric_logits_fn(model, fmt.head_ids()), model.device, calls)
     with timer(model.device) as elapsed, torch.inference_mode():
-        result = batched_forecast(model, codec, contexts, horizon_steps=horizon,
+        result = batched_forecast(model, fmt, contexts, horizon_steps=horizon,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
                                   progress=False)
     return ([t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist(),
@@ -165,15 +164,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     device = pick_device(opts["device"])
     model = build_model(*model_configs(opts["layers"], rank=8)).to(device).eval()
-    contexts, codec = contexts_and_codec(opts["systems"], opts["context_steps"])
+    contexts, fmt = contexts_and_format(opts["systems"], opts["context_steps"])
     n_ref, cap = opts["reference_systems"], opts["reference_tokens"]
     warm_up(model)
 
-    runs = [run_ours(model, contexts, codec, opts["horizon"], opts["batch_size"])
+    runs = [run_ours(model, contexts, fmt, opts["horizon"], opts["batch_size"])
             for _ in range(opts["repeats"])]
     ours_texts, ours_s, ours_tokens, ours_calls = min(runs, key=lambda run: run[1])  # best of N
     phases = phase_split(ours_calls, ours_s)
-    ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], codec,
+    ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], fmt,
                                                  opts["horizon"], cap)
     capped = cap is not None and ref_tokens < sum(ours_tokens[:n_ref])
     ref_per_forecast = _reference_seconds_per_forecast(ref_s, ref_tokens, ours_tokens, n_ref,
@@ -181,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ours_rate, ref_rate = opts["systems"] / ours_s, 1.0 / ref_per_forecast
     same = [ours[:len(ref)] == ref for ref, ours in zip(ref_texts, ours_texts, strict=False)]
 
-    prompt_tokens = len(codec.encode(contexts[0])) + 1
+    prompt_tokens = len(fmt.prompt(contexts[0]))
     print(f"forecasting: layers={opts['layers']} systems={opts['systems']} context="
           f"{opts['context_steps']} steps (~{prompt_tokens} tokens) horizon={opts['horizon']} "
           f"steps (~{np.mean(ours_tokens):.0f} tokens), greedy, constrained, "

@@ -24,7 +24,7 @@ import torch
 import transformers
 from packaging.version import Version
 
-from lora_forecast.forecasting.grammar import LLMTimeGrammar, LLMTimeLogitsProcessor
+from lora_forecast.llmtime.grammar import LLMTimeGrammar, LLMTimeLogitsProcessor
 
 # (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], cache | None)
 #   -> (logits of the last position [B, V], the cache for the next call)
