@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lora_forecast.config import ModelConfig, Settings
 from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import split_systems
@@ -72,6 +74,36 @@ def data_shape(settings: Settings) -> tuple[int, int, int]:
     return read_shape(Path(data.path))
 
 
+def series_lengths(settings: Settings) -> tuple[np.ndarray, int, bool]:
+    """Steps of every series, the variables, and whether any value is negative (a '-' sign
+    to count): HDF5 and synthetic data from metadata; a table is read (and validated) here,
+    so a bad table fails before anything is reserved, and ragged lengths are known exactly."""
+    data = settings.data
+    if data.source == "synthetic" or Path(data.path).suffix.lower() in (".h5", ".hdf5"):
+        n_systems, n_steps, n_vars = data_shape(settings)
+        return np.full(n_systems, n_steps, dtype=np.int64), n_vars, False
+    from lora_forecast.data.sources import read_series
+
+    series = read_series(data.path, data)
+    return series.lengths, series.n_vars, any(bool((v < 0).any()) for v in series.values)
+
+
+def eval_series_count(settings: Settings, lengths: np.ndarray) -> int:
+    """Test series the protocol will forecast: those with ``context + horizon`` steps, at most
+    ``eval.n_systems`` (the same rule as :func:`cut_series_windows`).
+
+    Raises:
+        ConfigError: no test series is long enough.
+    """
+    ev = settings.eval
+    eligible = int((lengths >= ev.context_steps + ev.horizon_steps).sum())
+    if eligible == 0:
+        raise ConfigError(
+            f"eval.context_steps + eval.horizon_steps = {ev.context_steps + ev.horizon_steps} "
+            f"exceeds the length of every test series (longest {int(lengths.max())})")
+    return eligible if ev.n_systems is None else min(ev.n_systems, eligible)
+
+
 @dataclass(frozen=True)
 class RunShape:
     """Token counts that drive the cost, all upper bounds."""
@@ -88,24 +120,22 @@ class RunShape:
 
 def run_shape(settings: Settings) -> RunShape:
     """Bound the run's token counts from the config and the data file's shape."""
-    n_systems, n_steps, n_vars = data_shape(settings)
+    lengths, n_vars, signed = series_lengths(settings)
     split = settings.data.split
-    systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
+    systems = split_systems(len(lengths), split.train, split.val, split.test, split.seed)
     per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
-    series_tokens = n_steps * per_step - 1
+    per_step += n_vars if signed else 0  # one '-' per number of a series with negatives
+    series_tokens = lengths * per_step - 1  # [S] upper bounds, one per (ragged) series
     context = settings.data.context_tokens
-    n_val = count_windows([series_tokens] * len(systems.val), context, context)
+    n_val = count_windows([int(n) for n in series_tokens[systems.val]], context, context)
     if settings.train.val_max_windows is not None:
         n_val = min(n_val, settings.train.val_max_windows)
-    n_test = (
-        len(systems.test)
-        if settings.eval.n_systems is None
-        else min(settings.eval.n_systems, len(systems.test))
-    )
+    n_test = eval_series_count(settings, lengths[systems.test])
     return RunShape(
         n_vars=n_vars,
         tokens_per_step=per_step,
-        n_train_windows=count_windows([series_tokens] * len(systems.train), context, context // 2),
+        n_train_windows=count_windows([int(n) for n in series_tokens[systems.train]], context,
+                                      context // 2),
         n_val_windows=n_val,
         n_evaluations=settings.train.max_steps // settings.train.eval_every + 1,
         n_test_systems=n_test,

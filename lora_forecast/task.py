@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from omegaconf import DictConfig
 
 from lora_forecast.budget.callback import read_run_id, write_run_id
@@ -25,7 +25,7 @@ from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import Settings, resolved_config, to_settings
 from lora_forecast.errors import BudgetExceededError, LoraForecastError
 from lora_forecast.models.build import check_model_available
-from lora_forecast.planning import CostPrediction, predict_cost
+from lora_forecast.planning import CostPrediction, data_parallel_processes, predict_cost
 from lora_forecast.results import config_digest, write_results
 from lora_forecast.tracking import make_tracker
 from lora_forecast.training.signals import graceful_stop
@@ -82,11 +82,14 @@ def _run_task(cfg: DictConfig, run_dir: Path) -> float | None:
         return None
     if settings.task != "baselines" and not settings.eval.skip_llm:
         check_model_available(settings.model)  # fail before anything is reserved or written
-    ledger = Ledger(settings.budget.ledger_url)
+    # ranks > 0 of a data-parallel job never open the ledger: rank 0 reserves, meters, settles
+    main = PartialState(cpu=not _has_cuda()).is_main_process  # the Accelerator's shared state
+    ledger = Ledger(settings.budget.ledger_url) if main else None
     try:
         return _admitted_run(settings, config, prediction, ledger, run_dir)
     finally:
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
 
 
 def _remaining_read_only(settings: Settings) -> float:
@@ -168,14 +171,20 @@ def _admitted_run(
     settings: Settings,
     config: dict[str, Any],
     prediction: CostPrediction,
-    ledger: Ledger,
+    ledger: Ledger | None,
     run_dir: Path,
 ) -> float | None:
     from lora_forecast.run import RunContext, run  # model/data stack only for admitted runs
+    from lora_forecast.training.distributed import from_rank0
     from lora_forecast.training.pruning import TrialReporter
 
     accelerator = Accelerator(mixed_precision=precision_for(settings), cpu=not _has_cuda())
     main = accelerator.is_main_process
+    predicted_processes = data_parallel_processes()
+    if accelerator.num_processes != predicted_processes:  # nothing is reserved yet
+        raise LoraForecastError(f"launcher: WORLD_SIZE={predicted_processes} but accelerate runs "
+                                f"{accelerator.num_processes} process(es); launch with torchrun")
+    run_dir = Path(from_rank0(accelerator, str(run_dir)))  # Hydra's ${now} may differ per rank
     meter = (
         _admit(settings, config, prediction, ledger, run_dir)
         if main

@@ -192,7 +192,7 @@ def test_run_plots_test_system_ids_metrics_and_bands_from_samples(
     monkeypatch.setattr(plots, "forecast_figure", recording)
     run_task(compose_cfg("+experiment=baseline", f"eval.num_samples={samples}"), run_dir)
     results = json.loads((run_dir / "results.json").read_text())
-    test_ids = json.loads((run_dir / "split.json").read_text())["test"]
+    test_ids = json.loads((run_dir / "split.json").read_text())["ids"]["test"]
     ((titles, suptitle, legend),) = seen
     assert titles[::2] == [f"system {i}: prey" for i in test_ids[:2]]  # SHRINK: 2 systems
     persistence = results["baselines"]["persistence"]["mse"]

@@ -35,7 +35,7 @@ def no_model_or_data(monkeypatch) -> None:
 
     monkeypatch.setattr(build_module, "load_base_model", forbidden)
     monkeypatch.setattr(prepare_module, "ensure_synthetic", forbidden)
-    monkeypatch.setattr(prepare_module, "load_trajectories", forbidden)
+    monkeypatch.setattr(prepare_module, "read_series", forbidden)
 
 
 def ledger_path(tmp_path: Path) -> Path:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,15 @@ class BatchOrder:
         epoch, position = divmod(global_index, self.batches_per_epoch)
         permutation = np.random.default_rng(self.seed + epoch).permutation(self.n)
         return permutation[position * self.batch_size : (position + 1) * self.batch_size]
+
+
+def collate(dataset: Dataset, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    """The windows at ``indices`` as one batch (``default_collate``: ``[B, T]`` per key) on
+    ``device``."""
+    batch = default_collate([dataset[int(i)] for i in indices])
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def label_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry a loss: shifted labels that are not padding (-100)."""
+    return int((batch["labels"][:, 1:] != -100).sum())
