@@ -199,3 +199,12 @@ def test_run_plots_test_system_ids_metrics_and_bands_from_samples(
     assert suptitle == (f"test MSE {results['metrics']['mse']:.4g} | best baseline: "
                                   f"persistence {persistence:.4g}")
     assert ("10-90% of samples" in legend) is band
+
+
+def test_forecasts_of_new_data_have_no_truth_entry(forecast_arrays) -> None:
+    a = forecast_arrays
+    fig = forecast_figure(a["contexts"], np.full_like(a["truth"], np.nan), a["point"],
+                          panels=ForecastPanels(system_ids=["shop-a", "shop-b", "shop-c"],
+                                                variable_names=("sales", "visits")))
+    assert legend_labels(fig) == ["context", "forecast"]
+    assert fig.axes[0].get_title() == "system shop-a: sales"

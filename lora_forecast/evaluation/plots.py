@@ -105,7 +105,8 @@ def _draw_panel(ax: Any, t_context: np.ndarray, t_future: np.ndarray, context: n
                 band_label: str) -> None:
     """One system x variable: context, truth, forecast, band; y-limits kept readable."""
     ax.plot(t_context, context, color="0.4", lw=1.2, label="context")
-    ax.plot(t_future, truth, color="black", lw=1.5, label="truth")
+    if np.isfinite(truth).any():  # a forecast of new data has no truth to draw
+        ax.plot(t_future, truth, color="black", lw=1.5, label="truth")
     ax.plot(t_future, point, color="tab:red", lw=1.5, ls="--", label="forecast")
     if band is not None:
         ax.fill_between(t_future, band[0], band[1], color="tab:red", alpha=0.2, lw=0,
