@@ -25,9 +25,11 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from lora_forecast.cli import defer_hydra_error_reports, one_line_error, restore_user_error_setting
+from lora_forecast.cli import one_line_error, restore_user_error_setting, run_cli
 from lora_forecast.errors import ConfigError, LoraForecastError
+from lora_forecast.paths import config_dir
 
 EXPORT_INFO = "lora_forecast.json"
 BIAS_FILE = "lm_head_bias.safetensors"
@@ -99,31 +101,23 @@ def _save_bias(bias, folder: Path) -> None:
         save_file({"bias": bias.detach().contiguous().cpu()}, str(folder / BIAS_FILE))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry of the export command."""
     restore_user_error_setting()
     try:
         path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
-    except LoraForecastError as exc:
+    except (LoraForecastError, OmegaConfBaseException) as exc:  # e.g. run= not given
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line_error(exc)}", file=sys.stderr)
         sys.exit(1)
     print(f"exported {cfg.run} -> {path}" + (" (adapter + merged model)" if cfg.merge else ""))
 
 
 def cli() -> None:
-    """``main`` with Hydra's composition errors (e.g. a missing ``run=``) as one line."""
-    deferred = defer_hydra_error_reports()
-    try:
-        main()
-    except Exception as exc:
-        message = one_line_error(exc) if deferred else None
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+    """``main`` with Hydra's composition errors (e.g. a missing argument) as one line."""
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import Settings, resolved_config, to_settings
 from lora_forecast.errors import BudgetExceededError, LoraForecastError
+from lora_forecast.job import discard_unused_run_dir, job_log_file, log_to_file, rerun_command
 from lora_forecast.models.build import check_model_available
 from lora_forecast.planning import CostPrediction, data_parallel_processes, predict_cost
 from lora_forecast.results import config_digest, write_results
+from lora_forecast.summary import SummaryContext, format_summary
 from lora_forecast.tracking import make_tracker
 from lora_forecast.training.signals import graceful_stop
 
@@ -65,23 +68,31 @@ def run_task(cfg: DictConfig, run_dir: Path, *, multirun: bool = False) -> float
     or inside a multirun, where the sweeper records them as a failed trial).
     """
     try:
-        return _run_task(cfg, run_dir)
+        return _run_task(cfg, run_dir, multirun)
     except LoraForecastError as exc:
+        log_to_file(f"error: {exc}", logging.ERROR)
+        if not multirun:  # stopped before anything ran: no empty run folder is left behind
+            discard_unused_run_dir(run_dir, Path(cfg.output_dir))
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else 1)
+    except Exception:  # a bug: Hydra prints it; the run's log keeps the traceback too
+        log_to_file(traceback.format_exc(), logging.ERROR)
+        raise
 
 
-def _run_task(cfg: DictConfig, run_dir: Path) -> float | None:
+def _run_task(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> float | None:
     settings = to_settings(cfg)
     config = resolved_config(cfg)
+    if not settings.budget.dry_run and settings.task != "baselines" and not settings.eval.skip_llm:
+        check_model_available(settings.model)  # first: a fresh clone learns about the model
     prediction = predict_cost(settings)
     if settings.budget.dry_run:
         print(format_dry_run(prediction, _remaining_read_only(settings), settings.budget.max_flops))
+        if not multirun:  # a dry run writes nothing under outputs/runs
+            discard_unused_run_dir(run_dir, Path(cfg.output_dir))
         return None
-    if settings.task != "baselines" and not settings.eval.skip_llm:
-        check_model_available(settings.model)  # fail before anything is reserved or written
     # ranks > 0 of a data-parallel job never open the ledger: rank 0 reserves, meters, settles
     main = PartialState(cpu=not _has_cuda()).is_main_process  # the Accelerator's shared state
     ledger = Ledger(settings.budget.ledger_url) if main else None
@@ -132,15 +143,14 @@ def _admit(
         run_id=_previous_run_id(settings, run_dir),
     )
     if isinstance(reservation, Rejection):
-        write_results(
-            run_dir,
-            {
-                **_identity(settings, config, reservation.run_id),
-                "status": "rejected",
-                "end_reason": "rejected",
-                "flops": _flops_block(settings, prediction, 0.0, ledger),
-            },
-        )
+        results = {
+            **_identity(settings, config, reservation.run_id),
+            "status": "rejected",
+            "end_reason": "rejected",
+            "flops": _flops_block(settings, prediction, 0.0, ledger),
+        }
+        write_results(run_dir, results)
+        _announce(settings, results, run_dir)
         raise BudgetExceededError(rejection_message(reservation))
     write_run_id(run_dir, reservation.run_id)
     ledger.start(reservation.run_id)
@@ -214,8 +224,9 @@ def _admitted_run(
     finally:
         meter.settle(status)
         if main:
-            _record(settings, run_dir, identity, status, payload, started, prediction, meter,
-                    ledger, tracker)  # fmt: skip
+            results = _record(settings, run_dir, identity, status, payload, started,
+                              prediction, meter, ledger, tracker)  # fmt: skip
+            _announce(settings, results, run_dir, sys.exc_info()[1])
     if status == "interrupted":
         raise RunInterrupted(
             f"run interrupted; resume with train.resume=auto hydra.run.dir={run_dir}"
@@ -227,8 +238,8 @@ def _record(
     settings: Settings, run_dir: Path, identity: dict[str, Any], status: str,
     payload: dict[str, Any], started: float, prediction: CostPrediction, meter: FlopsMeter,
     ledger: Ledger, tracker: Any,
-) -> None:  # fmt: skip
-    """Write results.json (whatever the status) and close the tracker with the summary."""
+) -> dict[str, Any]:  # fmt: skip
+    """Write results.json (whatever the status), close the tracker; return the results."""
     payload.setdefault("end_reason", status)
     flops = _flops_block(settings, prediction, meter.spent, ledger)
     results = {**identity, "status": status, **payload, "seconds": time.time() - started,
@@ -236,6 +247,18 @@ def _record(
     write_results(run_dir, results)
     if tracker is not None:
         _finish_tracker(tracker, run_dir, results)
+    return results
+
+
+def _announce(settings: Settings, results: dict[str, Any], run_dir: Path,
+              error: BaseException | None = None) -> None:  # fmt: skip
+    """Print the end-of-run summary and write it to the run's log."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0] if error else None
+    ctx = SummaryContext(run_dir=str(run_dir), command=rerun_command(),
+                         monitor=settings.train.monitor, log_file=job_log_file(), error=reason)
+    text = format_summary(results, ctx)
+    print(text, flush=True)
+    log_to_file(text)
 
 
 def _has_cuda() -> bool:

@@ -11,10 +11,12 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from lora_forecast.cli import defer_hydra_error_reports, one_line_error, restore_user_error_setting
+from lora_forecast.cli import one_line_error, restore_user_error_setting, run_cli
 from lora_forecast.config import Settings, register_configs, resolved_config, to_settings
 from lora_forecast.errors import LoraForecastError
+from lora_forecast.paths import config_dir
 
 register_configs()
 JOB_KEYS = ("run", "input", "horizon", "out", "plot_series")
@@ -52,7 +54,7 @@ def _settings(cfg: DictConfig) -> tuple[Settings, dict]:
     return settings, config
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="forecast")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="forecast")
 def main(cfg: DictConfig) -> None:
     """Hydra entry of the forecast command."""
     restore_user_error_setting()
@@ -64,25 +66,17 @@ def main(cfg: DictConfig) -> None:
                           int(cfg.plot_series))
         settings, config = _settings(cfg)
         out = run_forecast_job(job, settings, config)
-    except LoraForecastError as exc:
+    except (LoraForecastError, OmegaConfBaseException) as exc:  # e.g. input= not given
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line_error(exc)}", file=sys.stderr)
         sys.exit(1)
     print(f"forecasts written to {out}")
 
 
 def cli() -> None:
-    """``main`` with Hydra's composition errors (e.g. a missing ``input=``) as one line."""
-    deferred = defer_hydra_error_reports()
-    try:
-        main()
-    except Exception as exc:
-        message = one_line_error(exc) if deferred else None
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+    """``main`` with Hydra's composition errors (e.g. a missing argument) as one line."""
+    run_cli(main)
 
 
 if __name__ == "__main__":
