@@ -36,7 +36,10 @@ def main(cfg: DictConfig) -> float | None:
     schema_error = schema_choice_error(hydra_cfg.runtime.choices)
     if schema_error:
         _refuse(schema_error, Path(hydra_cfg.runtime.output_dir), Path(cfg.output_dir), multirun)
-    from lora_forecast.task import run_task  # heavy imports after Hydra parsed the CLI
+    from lora_forecast.quiet import quiet_third_party  # heavy imports after Hydra parsed the CLI
+    from lora_forecast.task import run_task
+
+    quiet_third_party()  # library warnings we cannot fix: filtered or logged once (see module)
 
     return run_task(cfg, Path(hydra_cfg.runtime.output_dir), multirun=multirun)
 

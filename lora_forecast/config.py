@@ -4,6 +4,11 @@ Hydra composes YAML from ``conf/`` on top of these dataclasses (registered in th
 ``<group>/schema``), so a wrong *type* fails at composition. Semantic checks (rank >= 1, lr > 0,
 ...) live in ``__post_init__`` and run when :func:`to_settings` converts the composed config with
 ``OmegaConf.to_object``: once, at the entry point, before any model or data is loaded.
+
+Defaults: the YAML files a user reads (``conf/<group>/<default option>.yaml``) hold the values;
+each dataclass default equals what the default composition gives (interpolations resolved), so
+code that builds these classes directly gets the same run. ``tests/test_config.py`` checks
+every field of every group; change both sides together.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class ModelConfig:
     revision: str | None = None
     dtype: str = "auto"
     attn_implementation: str = "auto"  # auto: transformers' choice (sdpa where supported)
-    lm_head_bias: bool = False
+    lm_head_bias: bool = True
     head: str = "numeric"
     # tiny-model shape (only read when kind=tiny)
     hidden_size: int = 64
@@ -220,7 +225,7 @@ class TrainConfig:
     precision: str = "auto"
     seed: int = 0
     eval_every: int = 100
-    val_max_windows: int | None = None
+    val_max_windows: int | None = 64
     eval_forecast: bool = False
     eval_forecast_systems: int = 8
     monitor: str = "val/loss"
@@ -306,7 +311,7 @@ class EvalConfig:
     seed: int = 0
     bootstrap: int = 1000
     plot_systems: int = 4
-    baselines: list[str] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=lambda: ["persistence", "linear_ar"])
     season_length: int = 1
     skip_llm: bool = False
 

@@ -23,7 +23,12 @@ from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.scaling import SeriesScale
 from lora_forecast.evaluation.metrics import mse, score_forecasts
-from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
+from lora_forecast.evaluation.plots import (
+    ForecastPanels,
+    metrics_title,
+    plot_error_per_step,
+    plot_forecasts,
+)
 from lora_forecast.evaluation.protocol import SeriesWindows, cut_series_windows, score_baselines
 from lora_forecast.forecast.runs import SCALING_FILE
 from lora_forecast.forecasting import forecast
@@ -247,12 +252,18 @@ def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForm
 
 def _plots(run_dir: Path, window: SeriesWindows, fc: Any, payload: dict[str, Any],
            settings: Settings, variables: tuple[str, ...]) -> None:
-    shared = (window.t_context == window.t_context[0]).all()  # one time axis for all series
+    """``forecasts.png`` (the test series under their ids in ``split.json``, bands only from
+    samples) and ``error_per_step.png``."""
+    sampled = settings.eval.num_samples > 1
     named = {} if variables[0] == "var0" else {"variable_names": variables}
+    panels = ForecastPanels(
+        system_ids=window.ids, n_systems=settings.eval.plot_systems,
+        title=metrics_title(payload["metrics"]["mse"], payload["baselines"]), **named,
+    )  # fmt: skip
     plot_forecasts(
-        run_dir / "forecasts.png", window.contexts, window.truth, fc.point, fc.lower, fc.upper,
-        window.t_context[0] if shared else None, window.t_future[0] if shared else None,
-        n_systems=settings.eval.plot_systems, **named,
+        run_dir / "forecasts.png", window.contexts, window.truth, fc.point,
+        fc.lower if sampled else None, fc.upper if sampled else None,
+        window.t_context, window.t_future, panels,
     )  # fmt: skip
     per_step = {"LLM": payload["metrics"]["mse_per_step"]}
     per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})

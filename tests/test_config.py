@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
@@ -22,6 +25,30 @@ def test_defaults_compose_to_reference_settings(compose_cfg) -> None:
     assert settings.train.batch_size == 4
     assert settings.lora.scaling_alpha == 4.0
     assert settings.budget.max_flops == 1e17
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-5}}`` -> ``{"train.lr": 1e-5}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_yaml_defaults_equal_the_dataclass_defaults() -> None:
+    """One source of defaults (README, Development): the composed default config (no override,
+    interpolations resolved) equals ``Settings()`` field by field, in every group, so code that
+    builds the dataclasses directly gets what a user of ``python -m lora_forecast`` gets."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        composed = _flat(asdict(to_settings(compose(config_name="config"))))
+    defaults = _flat(asdict(Settings()))
+    assert composed.keys() == defaults.keys()
+    differ = {key: {"yaml": composed[key], "dataclass": defaults[key]}
+              for key in defaults if composed[key] != defaults[key]}
+    assert differ == {}
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))

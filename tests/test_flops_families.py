@@ -38,8 +38,6 @@ from lora_forecast.flops.families import (  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
-    # the decode loop passes transformers 5's deprecated ``past_key_values`` name (not ours)
-    pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning"),
 ]
 
 VOCAB = 300

@@ -102,6 +102,17 @@ def test_bootstrap_ci_contains_mean_and_is_deterministic() -> None:
     assert bootstrap_ci(np.full(4, 2.5), n_boot=100, seed=0) == (2.5, 2.5)
 
 
+def test_bootstrap_ci_agrees_with_the_normal_interval_for_many_systems() -> None:
+    # Independent oracle: for 400 systems the mean is close to normal, so the 95% interval is
+    # about mean +- 1.96 * sd / sqrt(n); both ends within 5% of that half-width.
+    values = np.random.default_rng(3).normal(10.0, 2.0, size=400)
+    half = 1.96 * values.std(ddof=1) / math.sqrt(values.size)
+    low, high = bootstrap_ci(values, n_boot=4000, seed=0)
+    assert low == pytest.approx(values.mean() - half, abs=0.05 * half)
+    assert high == pytest.approx(values.mean() + half, abs=0.05 * half)
+    assert bootstrap_ci(np.array([0.7]), n_boot=10) == (0.7, 0.7)  # one system: zero width
+
+
 def test_bootstrap_ci_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_ci(np.ones(3), n_boot=0)

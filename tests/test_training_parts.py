@@ -11,10 +11,26 @@ import numpy as np
 import pytest
 import torch
 
+from lora_forecast.config import TrainConfig
 from lora_forecast.training import checkpoint as ckpt
 from lora_forecast.training.batches import BatchOrder
 from lora_forecast.training.early_stopping import EarlyStopping
-from lora_forecast.training.schedule import lr_multiplier
+from lora_forecast.training.schedule import build_scheduler
+
+
+def multipliers(schedule: str, warmup: int, max_steps: int, steps: int) -> list[float]:
+    """The lr multiplier (lr / base lr) at optimiser steps 0 .. steps-1, through the real
+    scheduler: one optimiser step, then one scheduler step, as the training loop does."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=2.0)
+    scheduler = build_scheduler(optimizer, TrainConfig(schedule=schedule, warmup_steps=warmup,
+                                                       max_steps=max_steps))
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.get_last_lr()[0] / 2.0)
+        optimizer.step()
+        scheduler.step()
+    return out
 
 
 @pytest.mark.parametrize(
@@ -32,14 +48,14 @@ from lora_forecast.training.schedule import lr_multiplier
     ],
 )
 def test_schedule_values(schedule: str, step: int, expected: float) -> None:
-    assert lr_multiplier(schedule, 0, 100)(step) == pytest.approx(expected)
+    assert multipliers(schedule, 0, 100, step + 1)[step] == pytest.approx(expected)
 
 
-def test_warmup_rises_linearly_then_decays() -> None:
-    f = lr_multiplier("linear", 4, 104)
-    assert [f(s) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
-    assert f(4) == pytest.approx(1.0)
-    assert f(54) == pytest.approx(0.5)
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_warmup_rises_linearly_from_zero_then_follows_the_schedule(schedule: str) -> None:
+    f = multipliers(schedule, 4, 104, 55)
+    assert f[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert f[54] == pytest.approx({"constant": 1.0, "linear": 0.5, "cosine": 0.5}[schedule])
 
 
 def test_early_stopping_counts_evaluations_without_improvement() -> None:
@@ -118,3 +134,15 @@ def test_rng_capture_and_restore_replays_random_streams() -> None:
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0])
     assert np.array_equal(first[1], second[1]) and first[2] == second[2]
+
+
+def test_collate_stacks_the_windows_in_index_order() -> None:
+    from lora_forecast.data.windows import TokenWindows
+    from lora_forecast.training.loop import collate
+
+    ids = torch.arange(12).reshape(4, 3)  # window i holds 3i, 3i+1, 3i+2
+    mask = torch.tensor([[1, 1, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]])
+    batch = collate(TokenWindows(ids, mask), [3, 1], torch.device("cpu"))
+    assert batch["input_ids"].tolist() == [[9, 10, 11], [3, 4, 5]]
+    assert batch["attention_mask"].tolist() == [[0, 0, 1], [0, 1, 1]]
+    assert batch["labels"].tolist() == [[-100, -100, 11], [-100, 4, 5]]

@@ -147,7 +147,17 @@ def fail_dead_local_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> bool:
     """Add a WAITING copy of a failed trial (same params and grid point) unless it was already
-    retried ``max_retries`` times; the copy then takes the failed trial's slot."""
+    retried ``max_retries`` times; the copy then takes the failed trial's slot.
+
+    Optuna's own ``RetryFailedTrialCallback`` (deprecated in optuna 4.9 for the experimental
+    ``RetryHeartbeatStaleTrialCallback``, which does not exist before 4.9) does the same
+    ``add_trial`` with the same retry limit, but is kept out: it is made for RDB heartbeat
+    staleness, while this also retries what no heartbeat sees (a dead local sweeper on SQLite or
+    journal storage, an interrupted job, a crash in an earlier sweep); and it copies the failed
+    trial's user attrs (its ``error``, its ``worker``) onto the retry, so a retry that then
+    succeeds would still report the old error in the sweep's results. Here the retry records
+    only ``retry_reason``; the chain lives in ``RETRY_ATTR`` (what :func:`slot_holders` reads).
+    """
     history = [*trial.system_attrs.get(RETRY_ATTR, []), trial.number]
     if len(history) > max_retries:
         log.warning("trial %d: not re-queued (%d retries already)", trial.number, max_retries)

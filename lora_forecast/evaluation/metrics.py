@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from lora_forecast.results import json_ready
 
@@ -193,10 +194,13 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean, resampling systems.
 
-    Systems are the independent units (steps within one forecast are correlated), so the
-    resampling draws whole systems with replacement ``n_boot`` times and takes the
-    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled means. The same
-    ``seed`` always gives the same interval. One system gives a zero-width interval.
+    Systems are the independent units (steps within one forecast are correlated), so
+    ``scipy.stats.bootstrap`` draws whole systems with replacement ``n_boot`` times and takes
+    the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the resampled means. The
+    percentile method, not scipy's default BCa: BCa's jackknife acceleration is undefined for
+    constant values and erratic for the handful of systems a small evaluation has. The same
+    ``seed`` always gives the same interval. One system gives a zero-width interval (scipy
+    needs two).
 
     Args:
         per_system_values: ``[S]`` one value per system (e.g. each system's MSE).
@@ -218,10 +222,11 @@ def bootstrap_ci(
         raise ValueError(f"level must be in (0, 1), got {level}")
     if values.size == 0:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_boot, values.size))
-    means = values[idx].mean(axis=1)  # [n_boot]
-    low, high = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    if values.size == 1:
+        return float(values[0]), float(values[0])
+    result = stats.bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=level,
+                             method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
     return float(low), float(high)
 
 

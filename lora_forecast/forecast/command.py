@@ -184,7 +184,7 @@ def _with_horizon(settings: Settings, horizon: int) -> Settings:
 
 def _write(folder: Path, job: ForecastJob, settings: Settings, series: SeriesSet,
            contexts: list[np.ndarray], fc: Any, meter: Any) -> None:
-    from lora_forecast.evaluation.plots import plot_forecasts
+    from lora_forecast.evaluation.plots import ForecastPanels, plot_forecasts
     from lora_forecast.forecast.table import (
         forecast_frame,
         input_columns,
@@ -199,10 +199,11 @@ def _write(folder: Path, job: ForecastJob, settings: Settings, series: SeriesSet
     write_frame(frame, folder / output_name(source))
     if job.plot_series > 0:
         shown = min(job.plot_series, len(series))
+        panels = ForecastPanels(system_ids=series.ids[:shown], variable_names=series.variables,
+                                n_systems=shown)
         plot_forecasts(folder / "forecasts.png", left_padded(contexts[:shown]),
                        np.full_like(fc.point[:shown], np.nan), fc.point[:shown],
-                       fc.lower[:shown], fc.upper[:shown], variable_names=series.variables,
-                       n_systems=shown)
+                       fc.lower[:shown], fc.upper[:shown], panels=panels)
     summary = {"run": job.run, "input": str(source), "horizon": job.horizon,
                "series": len(series), "parse_failures": fc.parse_failures,
                "flops": {"predicted": meter.reservation, "spent": meter.spent,

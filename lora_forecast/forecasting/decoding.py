@@ -11,7 +11,7 @@ EOS, or hit ``max_new_tokens``.
 
 The only effectful dependency is a :data:`LogitsFn`; :func:`full_head_logits_fn` wraps a causal
 LM. Any function with the same signature works (a numeric head, or a no-cache reference that
-carries its own history in the opaque ``past_key_values`` slot).
+carries its own history in the opaque cache slot).
 """
 
 from __future__ import annotations
@@ -21,25 +21,33 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import transformers
+from packaging.version import Version
 
 from lora_forecast.llmtime.grammar import LLMTimeGrammar, LLMTimeLogitsProcessor
 
-# (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], past_key_values | None)
-#   -> (logits of the last position [B, V], past_key_values for the next call)
+# (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], cache | None)
+#   -> (logits of the last position [B, V], the cache for the next call)
 LogitsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+# transformers 5.24 renamed the KV-cache argument and output field ``past_key_values`` to
+# ``cache`` (the old name still works there, with a FutureWarning); older 5.x know only the old
+# name. Pass and read it as ``**{CACHE_ARG: cache}`` / ``getattr(out, CACHE_ARG)``.
+CACHE_ARG = ("cache" if Version(transformers.__version__) >= Version("5.24")
+             else "past_key_values")
 
 
 def full_head_logits_fn(model: torch.nn.Module) -> LogitsFn:
     """The default :data:`LogitsFn`: a causal LM's full vocabulary head, KV-cached.
 
-    ``past_key_values=None`` on the prefill lets the model create its ``DynamicCache``;
+    A ``None`` cache on the prefill lets the model create its ``DynamicCache``;
     ``logits_to_keep=1`` computes the head for the last position only.
     """
 
-    def logits_fn(input_ids, attention_mask, position_ids, past_key_values):
+    def logits_fn(input_ids, attention_mask, position_ids, cache):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    past_key_values=past_key_values, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :], out.past_key_values
+                    use_cache=True, logits_to_keep=1, **{CACHE_ARG: cache})
+        return out.logits[:, -1, :], getattr(out, CACHE_ARG)
 
     return logits_fn
 

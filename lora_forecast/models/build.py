@@ -177,16 +177,9 @@ def build_model(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> PeftModel:
     model = apply_lora(base, lora_cfg)
     if bias is not None:
         bias.requires_grad_(True)
-    trainable, total = count_parameters(model)
+    trainable, total = model.get_nb_trainable_parameters()  # PEFT's count: tied weights once
     log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / total)
     return model
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; tied weights are counted once."""
-    unique = {id(p): p for p in model.parameters()}.values()
-    trainable = sum(p.numel() for p in unique if p.requires_grad)
-    return trainable, sum(p.numel() for p in unique)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from peft import PeftModel
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lora_forecast.forecasting.decoding import LogitsFn, full_head_logits_fn
+from lora_forecast.forecasting.decoding import CACHE_ARG, LogitsFn, full_head_logits_fn
 
 IGNORE_INDEX = -100  # label of positions the loss skips (padding, prompt), as in HF
 
@@ -202,20 +202,20 @@ def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
-        past_key_values: Any,
+        cache: Any,
     ) -> tuple[torch.Tensor, Any]:
         out = backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=True,
+            **{CACHE_ARG: cache},
         )
         last = out.last_hidden_state[:, -1]  # (B, D)
         small = allowed_logits(last, head, allowed, softcap)  # (B, K)
         full = small.new_full((small.shape[0], head.out_features), float("-inf"))  # (B, V)
         full[:, allowed] = small
-        return full, out.past_key_values
+        return full, getattr(out, CACHE_ARG)
 
     return logits_fn
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ class BatchOrder:
 
 
 def collate(dataset: Dataset, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+    """The windows at ``indices`` as one batch (``default_collate``: ``[B, T]`` per key) on
+    ``device``."""
+    batch = default_collate([dataset[int(i)] for i in indices])
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def label_tokens(batch: dict[str, torch.Tensor]) -> int:

@@ -2,41 +2,34 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
+from transformers import get_scheduler
 
 from lora_forecast.config import TrainConfig
 
-
-def lr_multiplier(schedule: str, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
-    """Multiplier of the base lr at optimiser step ``step`` (0-based, before the step's update).
-
-    Linear warmup from 1/(warmup+1) to 1 over ``warmup_steps``, then ``constant`` (1),
-    ``linear`` (to 0 at ``max_steps``) or ``cosine`` (half cosine to 0 at ``max_steps``).
-
-    >>> f = lr_multiplier("linear", 0, 10); f(0), f(5)
-    (1.0, 0.5)
-    """
-    decay_steps = max(1, max_steps - warmup_steps)
-
-    def decay(progress: float) -> float:
-        return DECAYS[schedule](min(1.0, max(0.0, progress)))
-
-    def multiplier(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return decay((step - warmup_steps) / decay_steps)
-
-    return multiplier
-
-
-DECAYS: dict[str, Callable[[float], float]] = {
-    "constant": lambda progress: 1.0,
-    "linear": lambda progress: 1.0 - progress,
-    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+# train.schedule -> transformers' scheduler name ("constant" alone would ignore the warmup)
+SCHEDULER_NAMES: dict[str, str] = {
+    "constant": "constant_with_warmup",
+    "linear": "linear",
+    "cosine": "cosine",
 }
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``transformers.get_scheduler`` for ``cfg.schedule`` over ``cfg.max_steps`` steps.
+
+    Multiplier of the base lr at optimiser step ``s`` (0-based, before its update): linear
+    warmup ``s / warmup_steps`` (transformers' convention: step 0 runs at lr 0), then
+    ``constant`` 1, ``linear`` ``(max_steps - s) / (max_steps - warmup)`` or ``cosine``
+    ``(1 + cos(pi * progress)) / 2``, reaching 0 at ``max_steps``. A ``LambdaLR``: its state
+    (the step count) is what checkpoints save and resume restores.
+    """
+    return get_scheduler(
+        SCHEDULER_NAMES[cfg.schedule], optimizer,
+        num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps,
+    )  # fmt: skip
 
 
 def build_optimizer(
@@ -47,7 +40,4 @@ def build_optimizer(
     if not params:
         raise ValueError("model has no trainable parameters (LoRA not applied?)")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_multiplier(cfg.schedule, cfg.warmup_steps, cfg.max_steps)
-    )
-    return optimizer, scheduler
+    return optimizer, build_scheduler(optimizer, cfg)
