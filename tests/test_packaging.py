@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import shutil
 import subprocess
 import sys
@@ -41,8 +42,11 @@ def test_console_scripts_point_at_the_module_entry_functions() -> None:
     for name, target in scripts.items():
         assert name.startswith("lora-forecast"), name
         module, function = target.split(":")
-        assert module.endswith("__main__"), f"{name}: `python -m` must run the same code"
-        assert callable(getattr(importlib.import_module(module), function)), target
+        loaded = importlib.import_module(module)
+        assert callable(getattr(loaded, function)), target
+        # `python -m <module>` must run the same function as the console script
+        guard = inspect.getsource(loaded).split('if __name__ == "__main__":')
+        assert len(guard) == 2 and f"{function}()" in guard[1], f"{name}: not what -m runs"
 
 
 def test_the_wheel_ships_every_config_file_inside_the_package(tmp_path: Path) -> None:
