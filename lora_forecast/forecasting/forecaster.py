@@ -47,8 +47,8 @@ class Codec(Protocol):
 @dataclass(frozen=True)
 class DecodeBatch:
     """Compute actually spent on one batch: a prefill over ``[prefill_rows, prompt_width]``
-    tokens (one row per system), then ``decode_steps`` single-token forward calls over all
-    ``rows`` (system x sample, padding included)."""
+    tokens (one row per system), then ``decode_steps`` cached forward calls (decode calls)
+    over all ``rows`` (system x sample, padding included)."""
 
     rows: int
     prompt_width: int
@@ -80,6 +80,11 @@ class Forecast:
     batches: list[DecodeBatch]
 
     @property
+    def decode_calls(self) -> int:
+        """Cached model calls after the prefills, over all batches."""
+        return sum(b.decode_steps for b in self.batches)
+
+    @property
     def parse_failures(self) -> int:
         """Systems (forecasts) without a single parsable sample."""
         return int((~self.parsed.any(axis=1)).sum())
@@ -95,7 +100,8 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
              batch_size: int = 16, constrained: bool = True, num_samples: int = 1,
              temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
              logits_fn: LogitsFn | None = None, progress: bool = True, greedy: bool | None = None,
-             tokenizer: PreTrainedTokenizerBase | None = None) -> Forecast:
+             tokenizer: PreTrainedTokenizerBase | None = None,
+             jump_forward: bool = True) -> Forecast:
     """Forecast ``horizon_steps`` steps after each context.
 
     Args:
@@ -117,6 +123,8 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
         progress: show a tqdm bar over batches.
         greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
         tokenizer: default the real Qwen2.5 tokenizer.
+        jump_forward: feed grammar-forced tokens without a model call of their own (same
+            tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`).
 
     Returns:
         A :class:`Forecast`.
@@ -137,7 +145,8 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
     logits_fn = logits_fn or full_head_logits_fn(model)
-    options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device)
+    options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device,
+                   jump_forward=jump_forward)
     if constrained:
         options.update(grammar=grammar, max_new_tokens=grammar.max_length)
     else:
