@@ -4,8 +4,8 @@ The loop left-pads the prompts, runs ONE prefill over the batch (logits of the l
 only), then feeds each row's new tokens per call with the cache: the sampled token plus, under
 the grammar, the tokens it forces next (jump-forward, see :func:`decode`). With
 ``repeats > 1`` (LLMTIME-style sampling) each distinct prompt is prefilled once and its
-logits, mask, positions and KV cache are copied to its ``repeats`` rows, so a long prompt is not recomputed per sample. It stops
-exactly when every row is finished: constrained, when each row's :class:`LLMTimeGrammar` is
+logits, mask, positions and KV cache are copied to its ``repeats`` rows, so a long prompt is
+not recomputed per sample. It stops exactly when every row is finished: constrained, when each row's :class:`LLMTimeGrammar` is
 complete (no token is produced after the horizon); unconstrained, when each row has written
 ``horizon_steps`` ';' characters (the ';' that would open step ``horizon_steps + 1``), emitted
 EOS, or hit ``max_new_tokens``.
