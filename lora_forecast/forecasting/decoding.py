@@ -5,10 +5,10 @@ only), then feeds each row's new tokens per call with the cache: the sampled tok
 the grammar, the tokens it forces next (jump-forward, see :func:`decode`). With
 ``repeats > 1`` (LLMTIME-style sampling) each distinct prompt is prefilled once and its
 logits, mask, positions and KV cache are copied to its ``repeats`` rows, so a long prompt is
-not recomputed per sample. It stops exactly when every row is finished: constrained, when each row's :class:`LLMTimeGrammar` is
-complete (no token is produced after the horizon); unconstrained, when each row has written
-``horizon_steps`` ';' characters (the ';' that would open step ``horizon_steps + 1``), emitted
-EOS, or hit ``max_new_tokens``.
+not recomputed per sample. It stops exactly when every row is finished: constrained, when each
+row's :class:`LLMTimeGrammar` is complete (no token is produced after the horizon);
+unconstrained, when each row has written ``horizon_steps`` ';' characters (the ';' that would
+open step ``horizon_steps + 1``), emitted EOS, or hit ``max_new_tokens``.
 
 The only effectful dependency is a :data:`LogitsFn`; :func:`full_head_logits_fn` wraps a causal
 LM. Any function with the same signature works (a numeric head, or a no-cache reference that
