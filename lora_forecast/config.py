@@ -192,6 +192,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: str = "never"
     resume_from: str | None = None
+    compile: bool = False
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _require(self.max_steps >= 0, "train.max_steps", f"must be >= 0, got {self.max_steps}")
@@ -270,6 +272,7 @@ class EvalConfig:
     plot_systems: int = 4
     baselines: list[str] = field(default_factory=list)
     skip_llm: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _require(

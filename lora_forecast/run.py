@@ -190,6 +190,7 @@ def _run_forecast(
             settings.model.head, model, numeric_token_ids(tokenizer, include_eos=True)
         ),
         progress=ctx.progress,
+        compile=settings.eval.compile,
     )
 
 

@@ -29,6 +29,7 @@ from lora_forecast.forecasting.decoding import (
     full_head_logits_fn,
 )
 from lora_forecast.forecasting.grammar import LLMTimeAlphabet, LLMTimeGrammar
+from lora_forecast.models.compiled import compiled
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
 QUANTILES = (0.1, 0.9)
@@ -101,7 +102,7 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
              temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
              logits_fn: LogitsFn | None = None, progress: bool = True, greedy: bool | None = None,
              tokenizer: PreTrainedTokenizerBase | None = None,
-             jump_forward: bool = True) -> Forecast:
+             jump_forward: bool = True, compile: bool = False) -> Forecast:
     """Forecast ``horizon_steps`` steps after each context.
 
     Args:
@@ -125,6 +126,7 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
         tokenizer: default the real Qwen2.5 tokenizer.
         jump_forward: feed grammar-forced tokens without a model call of their own (same
             tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`).
+        compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
 
     Returns:
         A :class:`Forecast`.
@@ -145,6 +147,8 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
     logits_fn = logits_fn or full_head_logits_fn(model)
+    if compile:
+        logits_fn = compiled(logits_fn, "eval.compile", device.type)
     options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device,
                    jump_forward=jump_forward)
     if constrained:

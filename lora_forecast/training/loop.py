@@ -24,7 +24,12 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lora_forecast.config import TrainConfig
-from lora_forecast.models.build import load_trainable_state, trainable_state
+from lora_forecast.models.build import (
+    enable_gradient_checkpointing,
+    load_trainable_state,
+    trainable_state,
+)
+from lora_forecast.models.compiled import compiled
 from lora_forecast.training import checkpoint as ckpt
 from lora_forecast.training.batches import BatchOrder
 from lora_forecast.training.early_stopping import EarlyStopping
@@ -119,6 +124,11 @@ class Trainer:
     ) -> None:
         self.cfg, self.run_dir, self.hooks, self.acc = cfg, run_dir, hooks, accelerator
         self.train_set, self.val_set = train_set, val_set
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        # the step's forward (and so its backward graph) compiled; validation stays eager
+        self.step_loss = (compiled(hooks.loss_fn, "train.compile", accelerator.device.type)
+                          if cfg.compile else hooks.loss_fn)
         optimizer, scheduler = build_optimizer(model, cfg)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(
             model, optimizer, scheduler
@@ -205,7 +215,7 @@ class Trainer:
             weight = label_tokens(batch) / max(total_tokens, 1)
             sync = self.acc.no_sync(self.model) if k < len(batches) - 1 else nullcontext()
             with sync, self.acc.autocast():
-                loss = self.hooks.loss_fn(self.model, batch)
+                loss = self.step_loss(self.model, batch)
             self.acc.backward(loss * weight)
             loss_sum += float(loss.detach()) * weight
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else math.inf

@@ -1,0 +1,84 @@
+"""train.gradient_checkpointing: same gradients with PEFT and the numeric head, less kept, and
+its recomputed forward counted (against torch's own FlopCounterMode)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lora_forecast.config import LoraConfig, ModelConfig
+from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.models.build import (
+    build_model,
+    enable_gradient_checkpointing,
+    tiny_qwen2_config,
+)
+from lora_forecast.models.numeric_head import loss_fn_for
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
+LLMTIME_IDS = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)
+# eager attention: FlopCounterMode does not see CPU SDPA's math path
+CFG = ModelConfig(kind="tiny", attn_implementation="eager")
+BATCH, TOKENS, RANK = 2, 24, 4
+
+
+def _batch() -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(0)
+    pick = torch.randint(len(LLMTIME_IDS), (BATCH, TOKENS), generator=gen)
+    ids = torch.tensor(LLMTIME_IDS)[pick]
+    return ids, torch.ones_like(ids), ids.clone()
+
+
+def _step(checkpointing: bool) -> tuple[float, list[torch.Tensor], int]:
+    """(loss, LoRA gradients, FLOPs FlopCounterMode saw) of one numeric-head train step."""
+    torch.manual_seed(0)
+    model = build_model(CFG, LoraConfig(rank=RANK)).train()
+    with torch.no_grad():  # B is zero at init, which would leave A without a gradient
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    loss_fn = loss_fn_for("numeric", LLMTIME_IDS)
+    with FlopCounterMode(display=False) as counter:
+        loss = loss_fn(model, *_batch())
+        loss.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    return float(loss.detach()), grads, counter.get_total_flops()
+
+
+def test_checkpointed_step_has_the_same_gradients_and_counted_recompute():
+    torch.set_num_threads(1)
+    plain_loss, plain_grads, plain_flops = _step(False)
+    loss, grads, flops = _step(True)
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert all(g.abs().sum() > 0 for g in grads)
+    for g, h in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-7)
+    assert flops > plain_flops  # the layers really ran twice
+
+    arch = Architecture.from_hf_config(tiny_qwen2_config(CFG))
+
+    def counted(checkpointing: bool) -> float:
+        return count_flops(arch, accounting="exact", mode="train", context_tokens=TOKENS,
+                           batch_size=BATCH, lora_rank=RANK, head_vocab=len(LLMTIME_IDS),
+                           convention="torch", backward="autograd",
+                           gradient_checkpointing=checkpointing).total
+
+    assert counted(False) == pytest.approx(plain_flops, rel=0.01)
+    assert counted(True) == pytest.approx(flops, rel=0.01)
+
+
+def test_recompute_is_one_layer_forward_in_the_reference_accounting_too():
+    arch = Architecture.from_hf_config(tiny_qwen2_config(CFG))
+    kwargs = dict(accounting="seed", mode="train", context_tokens=TOKENS, batch_size=BATCH,
+                  steps=3)
+    plain = count_flops(arch, **kwargs)
+    checkpointed = count_flops(arch, **kwargs, gradient_checkpointing=True)
+    # seed: training = 3 x forward, forward = layers + head; the recompute adds the layers once
+    assert checkpointed.total - plain.total == pytest.approx(plain.breakdown["forward/layers"])
+    assert count_flops(arch, accounting="seed", mode="forward", context_tokens=TOKENS,
+                       gradient_checkpointing=True).total == count_flops(
+        arch, accounting="seed", mode="forward", context_tokens=TOKENS).total
