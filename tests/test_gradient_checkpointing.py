@@ -82,3 +82,28 @@ def test_recompute_is_one_layer_forward_in_the_reference_accounting_too():
     assert count_flops(arch, accounting="seed", mode="forward", context_tokens=TOKENS,
                        gradient_checkpointing=True).total == count_flops(
         arch, accounting="seed", mode="forward", context_tokens=TOKENS).total
+
+
+def test_a_checkpointed_run_trains_the_same_and_meters_its_recompute(compose_cfg, tmp_path):
+    """End to end: the same losses, and the ledger's training spend grows by the hand-derived
+    share of one more layer forward (seed accounting: forward = layers + head, train = 3x)."""
+    from lora_forecast.results import read_results
+    from lora_forecast.task import run_task
+
+    runs = {}
+    for flag in ("false", "true"):
+        run_dir = tmp_path / flag
+        run_dir.mkdir()
+        run_task(compose_cfg(f"train.gradient_checkpointing={flag}", "train.max_steps=2",
+                             "budget.accounting=seed", "train.eval_forecast=false"), run_dir)
+        runs[flag] = read_results(run_dir)
+    losses = {f: [h["train/loss"] for h in r["train"]["history"]] for f, r in runs.items()}
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-5)
+    spent = {f: r["flops"]["spent_by_kind"]["training"] for f, r in runs.items()}
+    cfg = runs["false"]["config"]
+    arch = Architecture.from_hf_config(tiny_qwen2_config(ModelConfig(**{
+        k: v for k, v in cfg["model"].items() if k in ModelConfig.__dataclass_fields__})))
+    seed = count_flops(arch, accounting="seed", mode="forward",
+                       context_tokens=cfg["data"]["context_tokens"], batch_size=2)
+    layers_share = seed.breakdown["forward/layers"] / seed.total
+    assert spent["true"] / spent["false"] == pytest.approx(1 + layers_share / 3)
