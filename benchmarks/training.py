@@ -2,7 +2,7 @@
 
     python -m benchmarks.training [--layers 24] [--batch 4] [--context 512] [--steps 2]
                                   [--rank 8] [--warmup 1] [--lm-head-bias] [--device cpu]
-                                  [--variants reference,numeric,numeric+bf16] [--profile]
+                                  [--variants reference,numeric,numeric+bf16,...] [--profile]
 
 Both variants use the full-width Qwen2.5-0.5B shape (D 896, 14 heads, 2 KV heads, MLP 4864,
 vocab 151936, tied; ``--layers`` shrinks the depth only), random init, LoRA r on q/v, Adam, the
@@ -13,7 +13,11 @@ same random LLMTIME-alphabet batch, each in a fresh subprocess:
 - numeric:   :func:`lora_forecast.models.numeric_head.numeric_head_loss` (backbone once, logits
   over the 13 LLMTIME ids only, for labelled positions only), same optimizer;
 - numeric+bf16: the same numeric-head step under ``torch.autocast(bfloat16)`` (mixed
-  precision; fp32 master weights, loss and optimizer).
+  precision; fp32 master weights, loss and optimizer);
+- numeric+ckpt: the numeric step with gradient checkpointing (``train.gradient_checkpointing``:
+  less activation memory, one more layer forward of FLOPs, counted);
+- numeric+compile: the numeric step's loss under ``torch.compile`` (``train.compile``; the
+  compilation happens in the ``--warmup`` steps, off the clock).
 
 First the machine's ceiling is measured (:mod:`benchmarks.ceiling`: fp32 matmul FLOP/s at the
 step's own GEMM shapes, bf16 only where native, and copy bandwidth); a bf16 variant is skipped,
@@ -50,7 +54,13 @@ from benchmarks.common import (
     tokens_per_step,
 )
 from lora_forecast.flops import Architecture, count_flops
-from lora_forecast.models.build import QWEN2_5_VOCAB_ROWS, build_model, tiny_qwen2_config
+from lora_forecast.models.build import (
+    QWEN2_5_VOCAB_ROWS,
+    build_model,
+    enable_gradient_checkpointing,
+    tiny_qwen2_config,
+)
+from lora_forecast.models.compiled import compiled
 from lora_forecast.models.numeric_head import loss_fn_for
 
 
@@ -59,11 +69,14 @@ def reference_loss(model, input_ids, attention_mask, labels) -> torch.Tensor:
     return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
 
 
-# variant -> (loss function, bf16 autocast?)
-VARIANTS = {
-    "reference": (reference_loss, False),
-    "numeric": (loss_fn_for("numeric", LLMTIME_IDS), False),
-    "numeric+bf16": (loss_fn_for("numeric", LLMTIME_IDS), True),
+# variant -> (loss function, options: bf16 autocast, gradient checkpointing, torch.compile)
+NUMERIC = loss_fn_for("numeric", LLMTIME_IDS)
+VARIANTS: dict[str, tuple[Any, frozenset[str]]] = {
+    "reference": (reference_loss, frozenset()),
+    "numeric": (NUMERIC, frozenset()),
+    "numeric+bf16": (NUMERIC, frozenset({"bf16"})),
+    "numeric+ckpt": (NUMERIC, frozenset({"ckpt"})),
+    "numeric+compile": (NUMERIC, frozenset({"compile"})),
 }
 
 
@@ -83,7 +96,12 @@ def run_variant(opts: dict[str, Any], variant: str) -> dict[str, Any]:
     model = build_model(model_cfg, lora_cfg).to(device).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     batch = [t.to(device) for t in random_batch(opts["batch"], opts["context"])]
-    loss_fn, bf16 = VARIANTS[variant]
+    loss_fn, options = VARIANTS[variant]
+    bf16 = "bf16" in options
+    if "ckpt" in options:
+        enable_gradient_checkpointing(model)
+    if "compile" in options:
+        loss_fn = compiled(loss_fn, variant, device.type)
 
     def step() -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -137,7 +155,7 @@ def profile_matmul_share(step, device: torch.device) -> float:
 
 
 def step_flops(opts: dict[str, Any], head_vocab: int | None, backward: str = "rule",
-               convention: str = "coursework") -> float:
+               convention: str = "coursework", checkpointing: bool = False) -> float:
     """Exact-accounting FLOPs of one training step (``head_vocab=None``: the full head).
 
     ``backward="rule"`` is the budget's 2 x forward; ``"autograd"`` what autograd computes with a
@@ -149,7 +167,8 @@ def step_flops(opts: dict[str, Any], head_vocab: int | None, backward: str = "ru
     report = count_flops(arch, accounting="exact", mode="train", context_tokens=opts["context"],
                          batch_size=opts["batch"], steps=1, lora_rank=opts["rank"],
                          lora_targets=("q_proj", "v_proj"), lm_head_bias=opts["lm_head_bias"],
-                         head_vocab=head_vocab, backward=backward, convention=convention)
+                         head_vocab=head_vocab, backward=backward, convention=convention,
+                         gradient_checkpointing=checkpointing)
     return report.total
 
 
@@ -165,7 +184,8 @@ def mfu(opts: dict[str, Any], results: dict[str, dict], ceiling: Ceiling) -> dic
     out = {}
     for name, r in results.items():
         head = None if name == "reference" else len(LLMTIME_IDS)
-        rate = step_flops(opts, head, "autograd", "torch") / r["seconds_per_step"]
+        ckpt = "ckpt" in VARIANTS[name][1]
+        rate = step_flops(opts, head, "autograd", "torch", ckpt) / r["seconds_per_step"]
         peak = ceiling.peak_flops_bf16 if "bf16" in name else ceiling.peak_flops
         out[f"{name}_model_flops_per_s"] = rate
         out[f"{name}_mfu"] = rate / peak
@@ -246,10 +266,11 @@ def _summary(opts: dict[str, Any], results: dict[str, dict], flops: dict[str, fl
                                  / step_flops(opts, None, "autograd")),
         "peak_rss_ratio": ours["peak_bytes"] / ref["peak_bytes"],
     }
-    if "numeric+bf16" in results:
-        bf16 = results["numeric+bf16"]
-        summary["speedup_bf16"] = bf16["tokens_per_s"] / ref["tokens_per_s"]
-        summary["memory_ratio_bf16"] = bf16["growth_bytes"] / ref["growth_bytes"]
+    for name, r in results.items():  # numeric+X vs the fp32 reference: speedup_X, memory_ratio_X
+        if name.startswith("numeric+"):
+            suffix = name.removeprefix("numeric+")
+            summary[f"speedup_{suffix}"] = r["tokens_per_s"] / ref["tokens_per_s"]
+            summary[f"memory_ratio_{suffix}"] = r["growth_bytes"] / ref["growth_bytes"]
     if one_layer is not None:
         summary.update(extrapolate_depth(results, one_layer, opts["layers"]))
     summary.update(rates)
@@ -274,8 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if ceiling.peak_flops_bf16 is None and any("bf16" in v for v in opts["variants"]):
         print("skipping the bf16 variants: bf16 is not native here (emulated, ~100x slower)")
         opts["variants"] = [v for v in opts["variants"] if "bf16" not in v]
-    head = {"reference": None, "numeric": len(LLMTIME_IDS), "numeric+bf16": len(LLMTIME_IDS)}
-    flops = {v: step_flops(opts, head[v]) for v in opts["variants"]}
+    flops = {v: step_flops(opts, None if v == "reference" else len(LLMTIME_IDS),
+                           checkpointing="ckpt" in VARIANTS[v][1]) for v in opts["variants"]}
     results = {v: in_fresh_process(run_variant, opts, v) for v in opts["variants"]}
     one_layer = None  # our step at depth 1: the memory slope for the 24-layer extrapolation
     if 2 <= opts["layers"] < 24:

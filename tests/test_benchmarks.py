@@ -65,11 +65,15 @@ def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
     _last_json_line(capsys)
 
 
-def test_training_benchmark_reports_the_exact_flops_ratio(capsys):
+def test_training_benchmark_reports_the_exact_flops_ratio(capsys, monkeypatch):
+    monkeypatch.setattr(ceiling, "bf16_support", lambda device: (False, "no bf16 in this test"))
     argv = ["--layers", "2", "--batch", "1", "--context", "16", "--steps", "1", "--warmup", "0",
-            "--variants", "reference,numeric", "--profile"]
+            "--variants", "reference,numeric,numeric+bf16,numeric+ckpt", "--profile"]
     summary = training.main(argv)
-    assert _last_json_line(capsys) == pytest.approx(summary)
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1]) == pytest.approx(summary)
+    assert "skipping the bf16 variants" in out and "speedup_bf16" not in summary
+    assert summary["speedup_ckpt"] > 0 and summary["numeric+ckpt_mfu"] > 0
     model_cfg, _ = model_configs(2, 8)
     arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
 
