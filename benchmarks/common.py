@@ -21,28 +21,29 @@ import torch
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.data.generator import generate_lotka_volterra
-from lora_forecast.data.llmtime import LLMTimeCodec
+from lora_forecast.llmtime import NUMBER_FORMATS, LLMTimeCodec, LLMTimeFormat
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 # Qwen2.5-0.5B-Instruct (SPEC "Model facts"); only the depth is configurable.
 QWEN_0_5B = dict(hidden_size=896, num_heads=14, num_kv_heads=2, intermediate_size=4864)
-LLMTIME_IDS = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)  # '0'..'9', '.', ',', ';'
+
+
+def benchmark_format(decimals: int = 2, number_format: str = "decimal") -> LLMTimeFormat:
+    """The LLMTIME format the benchmarks use: the real Qwen2.5 tokenizer, alpha 10."""
+    return LLMTimeFormat.for_tokenizer(LLMTimeCodec(10.0, decimals, number_format),
+                                       qwen_tokenizer())
+
+
+LLMTIME_IDS = benchmark_format().head_ids()  # the numeric head's rows ('0'..'9', '.', ',', ';')
 GIB = 2**30
-
-# --form NAME -> the LLMTIME codec the benchmarks encode with. Compact forms of the format owner
-# (lora_forecast.llmtime) register here once they land; "default" is the reference study's
-# "0.25,1.50;" form.
-FORMS: dict[str, Callable[[], Any]] = {"default": lambda: LLMTimeCodec(alpha=10.0, decimals=2)}
+FORMS = NUMBER_FORMATS  # --form: the codec's number formats ("decimal": "0.25,1.50;")
 
 
-def tokens_per_step(codec: Any, systems: int = 10, steps: int = 50) -> float:
-    """Mean tokens per time step (separator included) of ``codec`` on the synthetic
-    predator-prey data, tokenised as the forecaster feeds the model."""
-    from lora_forecast.forecasting import LLMTimeAlphabet
-
+def tokens_per_step(fmt: LLMTimeFormat, systems: int = 10, steps: int = 50) -> float:
+    """Mean tokens per time step (its separator included) of ``fmt`` on the synthetic
+    predator-prey data, as the forecaster feeds them to the model (``fmt.prompt``)."""
     trajectories, _ = generate_lotka_volterra(n_systems=systems, n_steps=100, seed=0)
-    alphabet = LLMTimeAlphabet()
-    tokens = sum(len(alphabet.encode(codec.encode(t[:steps]) + ";")) for t in trajectories)
-    return tokens / (systems * steps)
+    return sum(len(fmt.prompt(t[:steps])) for t in trajectories) / (systems * steps)
 
 
 def model_configs(layers: int, rank: int, lm_head_bias: bool = False,

@@ -44,6 +44,7 @@ from benchmarks.ceiling import Ceiling, measure, print_ceiling
 from benchmarks.common import (
     FORMS,
     QWEN_0_5B,
+    benchmark_format,
     model_configs,
     pick_device,
     print_json_last,
@@ -56,18 +57,18 @@ from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.flops import Architecture, count_flops
 from lora_forecast.forecasting import forecast as batched_forecast
 from lora_forecast.forecasting.decoding import LogitsFn
+from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, tiny_qwen2_config
-from lora_forecast.models.numeric_head import numeric_logits_fn, numeric_token_ids
-from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.models.numeric_head import numeric_logits_fn
 
 
-def contexts_and_codec(systems: int, context_steps: int,
-                       form: str = "default") -> tuple[np.ndarray, Any]:
-    """``[S, context_steps, 2]`` synthetic predator-prey contexts and the ``form``'s codec."""
+def contexts_and_format(systems: int, context_steps: int,
+                        form: str = "decimal") -> tuple[np.ndarray, LLMTimeFormat]:
+    """``[S, context_steps, 2]`` synthetic predator-prey contexts and the ``form``'s format."""
     trajectories, _ = generate_lotka_volterra(n_systems=systems, n_steps=100, seed=0)
     if context_steps > trajectories.shape[1]:
         raise ValueError(f"--context-steps: at most {trajectories.shape[1]}, got {context_steps}")
-    return trajectories[:, :context_steps], FORMS[form]()
+    return trajectories[:, :context_steps], benchmark_format(number_format=form)
 
 
 def timed_calls(logits_fn: LogitsFn, device: torch.device,
@@ -81,15 +82,14 @@ def timed_calls(logits_fn: LogitsFn, device: torch.device,
     return timed
 
 
-def run_ours(model, contexts, codec, horizon: int, batch_size: int, jump_forward: bool = True
-             ) -> tuple[list[str], float, list[int], list[tuple[str, float]]]:
+def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int,
+             jump_forward: bool = True) -> tuple[list[str], float, list[int], list[Any]]:
     """Texts, wall seconds, generated tokens per system and timed model calls of the batched
     numeric-head forecaster."""
     calls: list[tuple[str, float]] = []
-    logits_fn = timed_calls(numeric_logits_fn(model, numeric_token_ids(qwen_tokenizer())),
-                            model.device, calls)
+    logits_fn = timed_calls(numeric_logits_fn(model, fmt.head_ids()), model.device, calls)
     with timer(model.device) as elapsed, torch.inference_mode():
-        result = batched_forecast(model, codec, contexts, horizon_steps=horizon,
+        result = batched_forecast(model, fmt, contexts, horizon_steps=horizon,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
                                   progress=False, jump_forward=jump_forward)
     return ([t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist(),
@@ -169,7 +169,7 @@ def _parse(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs of our forecaster; the fastest counts (the CPU is shared)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--form", default="default", choices=sorted(FORMS),
+    parser.add_argument("--form", default="decimal", choices=FORMS,
                         help="LLMTIME text form of the prompts and forecasts")
     parser.add_argument("--no-generate", dest="generate", action="store_false",
                         help="skip the model.generate() peer")
@@ -206,23 +206,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = _parse(argv)
     torch.manual_seed(0)
     device = pick_device(opts["device"])
-    contexts, codec = contexts_and_codec(opts["systems"], opts["context_steps"], opts["form"])
-    prompt_tokens = len(codec.encode(contexts[0])) + 1
+    contexts, fmt = contexts_and_format(opts["systems"], opts["context_steps"], opts["form"])
+    prompt_tokens = len(fmt.prompt(contexts[0]))
     ceiling = measure(ceiling_shapes(opts, prompt_tokens), device, bf16=False)
     print_ceiling(ceiling)
     model = build_model(*model_configs(opts["layers"], rank=8)).to(device).eval()
     n_ref, cap, horizon = opts["reference_systems"], opts["reference_tokens"], opts["horizon"]
     warm_up(model)
 
-    runs = [run_ours(model, contexts, codec, horizon, opts["batch_size"])
+    runs = [run_ours(model, contexts, fmt, horizon, opts["batch_size"])
             for _ in range(opts["repeats"])]
     ours_texts, ours_s, ours_tokens, ours_calls = min(runs, key=lambda run: run[1])  # best of N
     phases = phase_split(ours_calls, ours_s)
-    plain_texts, plain_s, _, plain_calls = run_ours(model, contexts, codec, horizon,
+    plain_texts, plain_s, _, plain_calls = run_ours(model, contexts, fmt, horizon,
                                                     opts["batch_size"], jump_forward=False)
     plain_decode_calls = phase_split(plain_calls, plain_s)["decode_calls"]
-    gen = run_generate(model, contexts, codec, horizon) if opts["generate"] else None
-    ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], codec, horizon, cap)
+    gen = run_generate(model, contexts, fmt, horizon) if opts["generate"] else None
+    ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], fmt, horizon, cap)
     capped = cap is not None and ref_tokens < sum(ours_tokens[:n_ref])
     ref_per_forecast = _reference_seconds_per_forecast(ref_s, ref_tokens, ours_tokens, n_ref,
                                                        capped)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     same = [ours[:len(ref)] == ref for ref, ours in zip(ref_texts, ours_texts, strict=False)]
     same_generate = gen is None or gen[0] == ours_texts
     fields = ceiling_fields(opts, model, ceiling, phases,
-                            max(len(codec.encode(c)) + 1 for c in contexts))
+                            max(len(fmt.prompt(c)) for c in contexts))
 
     print(f"forecasting: layers={opts['layers']} systems={opts['systems']} context="
           f"{opts['context_steps']} steps (~{prompt_tokens} tokens) horizon={horizon} "
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "decode_calls_without_jump_forward": plain_decode_calls,
                "generate_decode_calls": gen[2] if gen else None,
                "speedup_jump_forward": plain_s / ours_s,
-               "tokens_per_step": tokens_per_step(codec), "form": opts["form"],
+               "tokens_per_step": tokens_per_step(fmt), "form": opts["form"],
                "peak_flops": ceiling.peak_flops, **fields,
                "reference_extrapolated": capped,
                "ours_forecasts_per_s": ours_rate, "reference_forecasts_per_s": ref_rate,

@@ -10,20 +10,14 @@ import torch
 from transformers import LogitsProcessorList
 
 from benchmarks.common import timer
-from lora_forecast.forecasting import LLMTimeAlphabet, LLMTimeGrammar, LLMTimeLogitsProcessor
 from lora_forecast.forecasting.decoding import left_pad
-from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.llmtime import LLMTimeFormat, LLMTimeGrammar, LLMTimeLogitsProcessor
 
 
-def grammar_and_prompts(contexts: np.ndarray, codec, horizon: int
-                        ) -> tuple[LLMTimeGrammar, LLMTimeAlphabet, list[list[int]]]:
-    """The forecaster's grammar (default ``max_int_digits``) and prompts, built the same way."""
-    tokenizer = qwen_tokenizer()
-    alphabet = LLMTimeAlphabet.from_tokenizer(tokenizer)
-    grammar = LLMTimeGrammar(contexts.shape[2], codec.decimals, horizon, alphabet=alphabet,
-                             eos_id=tokenizer.eos_token_id,
-                             end_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id))
-    return grammar, alphabet, [alphabet.encode(codec.encode(c) + ";") for c in contexts]
+def grammar_and_prompts(contexts: np.ndarray, fmt: LLMTimeFormat,
+                        horizon: int) -> tuple[LLMTimeGrammar, list[list[int]]]:
+    """The forecaster's grammar (its default ``max_int_digits=3``) and prompts."""
+    return fmt.grammar(contexts.shape[2], horizon, 3), [fmt.prompt(c) for c in contexts]
 
 
 @torch.no_grad()
@@ -45,33 +39,32 @@ def reference_forecast(model: torch.nn.Module, prompt: list[int], grammar: LLMTi
     return ids[0, len(prompt):].tolist()
 
 
-def run_reference(model, contexts, codec, horizon: int,
+def run_reference(model, contexts, fmt: LLMTimeFormat, horizon: int,
                   max_tokens: int | None) -> tuple[list[str], float, int]:
     """Texts, wall seconds and generated tokens of the reference loop over ``contexts``."""
-    grammar, alphabet, prompts = grammar_and_prompts(contexts, codec, horizon)
+    grammar, prompts = grammar_and_prompts(contexts, fmt, horizon)
     texts, tokens = [], 0
     with timer(model.device) as elapsed:
         for prompt in prompts:
             generated = reference_forecast(model, prompt, grammar, max_tokens)
             tokens += len(generated)
-            texts.append(alphabet.decode(generated))
+            texts.append(fmt.decode_ids(generated))
     return texts, elapsed[0], tokens
 
 
-def run_generate(model, contexts, codec, horizon: int) -> tuple[list[str], float, int]:
+def run_generate(model, contexts, fmt: LLMTimeFormat, horizon: int) -> tuple[list[str], float, int]:
     """Texts, wall seconds and decode calls of ``model.generate()``: all systems in one batch,
     KV cache, greedy, the same grammar as a ``LogitsProcessor`` (full head, last position)."""
-    grammar, alphabet, prompts = grammar_and_prompts(contexts, codec, horizon)
-    tokenizer = qwen_tokenizer()
-    input_ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
+    grammar, prompts = grammar_and_prompts(contexts, fmt, horizon)
+    eos, pad = fmt.tokens.eos_id, fmt.tokens.pad_id
+    input_ids, mask = left_pad(prompts, pad, model.device)
     width = input_ids.shape[1]
     processor = LLMTimeLogitsProcessor(grammar, prompt_length=width)
     with timer(model.device) as elapsed, torch.inference_mode():
         out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
                              use_cache=True, logits_processor=LogitsProcessorList([processor]),
                              max_new_tokens=grammar.max_length + 1,
-                             eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
-    texts = [alphabet.decode([t for t in row if t not in grammar.end_ids])
+                             eos_token_id=eos, pad_token_id=pad)
+    texts = [fmt.decode_ids([t for t in row if t not in grammar.end_ids])
              for row in out[:, width:].tolist()]
     return texts, elapsed[0], out.shape[1] - width - 1  # one call per new token but the first

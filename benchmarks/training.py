@@ -44,6 +44,7 @@ from benchmarks.common import (
     GIB,
     LLMTIME_IDS,
     QWEN_0_5B,
+    benchmark_format,
     in_fresh_process,
     model_configs,
     phase_memory,
@@ -240,7 +241,7 @@ def _parse(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--profile", action="store_true",
                         help="profile one more step per variant: share of time in matmuls")
-    parser.add_argument("--form", default="default", choices=sorted(FORMS),
+    parser.add_argument("--form", default="decimal", choices=FORMS,
                         help="LLMTIME text form (reported as tokens per time step)")
     opts = vars(parser.parse_args(argv))
     opts["variants"] = [v for v in opts["variants"].split(",") if v]
@@ -258,7 +259,7 @@ def _summary(opts: dict[str, Any], results: dict[str, dict], flops: dict[str, fl
         "speedup": ours["tokens_per_s"] / ref["tokens_per_s"],
         "mfu": rates["numeric_mfu"],
         "peak_flops": ceiling.peak_flops,
-        "tokens_per_step": tokens_per_step(FORMS[opts["form"]]()),
+        "tokens_per_step": tokens_per_step(benchmark_format(number_format=opts["form"])),
         "form": opts["form"],
         "memory_ratio": ours["growth_bytes"] / ref["growth_bytes"],
         "flops_ratio": flops["numeric"] / flops["reference"],

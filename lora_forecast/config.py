@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lora_forecast.errors import ConfigError, omegaconf_key_and_reason
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NUMBER_FORMATS = ("decimal", "digits")  # lora_forecast.llmtime.codec (kept import-free here)
 SCHEDULES = ("constant", "linear", "cosine")
 HEADS = ("full", "numeric")
 ACCOUNTINGS = ("seed", "exact")
@@ -39,7 +40,7 @@ class ModelConfig:
     name_or_path: str = "Qwen/Qwen2.5-0.5B-Instruct"
     revision: str | None = None
     dtype: str = "auto"
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"  # auto: transformers' choice (sdpa where supported)
     lm_head_bias: bool = False
     head: str = "numeric"
     # tiny-model shape (only read when kind=tiny)
@@ -57,6 +58,8 @@ class ModelConfig:
             f"must be pretrained or tiny, got {self.kind!r}",
         )
         _require(self.head in HEADS, "model.head", f"must be one of {HEADS}, got {self.head!r}")
+        _require(self.kind == "tiny" or bool(self.name_or_path.strip()), "model.name_or_path",
+                 "required: a Hub id or a local folder with the model and its tokenizer")
         if self.kind == "tiny":
             _require(
                 self.hidden_size % self.num_heads == 0,
@@ -80,12 +83,17 @@ class ModelConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA adapter (PEFT). ``alpha=None`` means alpha = rank: scaling 1, as in the reference."""
+    """LoRA adapter (PEFT). ``alpha=None`` means alpha = rank: scaling 1, as in the reference.
+
+    ``target_modules``: null = the model family's q/v (Phi-3: its fused ``qkv_proj``), a list of
+    module names, or ``all-linear`` (every linear of the decoder layers, as in PEFT); checked
+    against the family before any weight is loaded.
+    """
 
     rank: int = 4
     alpha: float | None = None
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: Any = None
 
     def __post_init__(self) -> None:
         _require(self.rank >= 1, "lora.rank", f"must be >= 1, got {self.rank}")
@@ -95,8 +103,12 @@ class LoraConfig:
         _require(
             0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}"
         )
+        targets = self.target_modules
         _require(
-            len(self.target_modules) >= 1, "lora.target_modules", "must name at least one module"
+            targets is None or isinstance(targets, str)
+            or (len(targets) >= 1 and all(isinstance(t, str) for t in targets)),
+            "lora.target_modules",
+            f"must be null, all-linear or a non-empty list of module names, got {targets!r}",
         )
 
     @property
@@ -136,6 +148,7 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     alpha: Any = 10.0
     decimals: int = 2
+    number_format: str = "decimal"
     context_tokens: int = 512
 
     def __post_init__(self) -> None:
@@ -145,6 +158,8 @@ class DataConfig:
             f"must be file or synthetic, got {self.source!r}",
         )
         _require(0 <= self.decimals <= 6, "data.decimals", f"must be in 0..6, got {self.decimals}")
+        _require(self.number_format in NUMBER_FORMATS, "data.number_format",
+                 f"must be one of {NUMBER_FORMATS}, got {self.number_format!r}")
         if isinstance(self.alpha, str):
             _require(
                 self.alpha == "auto", "data.alpha", f"must be > 0 or 'auto', got {self.alpha!r}"

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_forecast.config import ModelConfig, Settings
-from lora_forecast.data.llmtime import tokens_per_step_upper_bound
 from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import split_systems
 from lora_forecast.data.windows import count_windows
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.errors import ConfigError
+from lora_forecast.flops import Architecture, count_flops, resolve_lora_targets
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenLayoutError
 
 QWEN2_5_0_5B_IDS = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B")
-NUMERIC_HEAD_ROWS = 13  # '0'-'9', '.', ',', ';'
 # Adding a step's cost max_steps times in floats can exceed per_step * max_steps by a few ulps.
 # Reserving this relative margin keeps the meter (spent <= reservation) and the ledger
 # (spend <= budget) exact comparisons without ever refusing a predicted step.
@@ -38,6 +38,30 @@ def architecture_for(cfg: ModelConfig) -> Architecture:
     from lora_forecast.models.build import pretrained_config
 
     return Architecture.from_hf_config(pretrained_config(cfg))
+
+
+def lora_targets(settings: Settings, arch: Architecture | None = None) -> tuple[str, ...]:
+    """``lora.target_modules`` resolved for the model's family (checked before any weight is
+    loaded; raises a one-line ConfigError naming the missing modules)."""
+    return resolve_lora_targets(arch or architecture_for(settings.model),
+                                settings.lora.target_modules)
+
+
+def token_format(settings: Settings) -> LLMTimeFormat:
+    """The run's LLMTIME format with a unit scale (token counts do not depend on alpha), from
+    the model's own tokenizer: no weights are loaded.
+
+    Raises:
+        ConfigError: the tokenizer cannot write one token per LLMTIME symbol.
+        ModelLoadError: the tokenizer cannot be found.
+    """
+    from lora_forecast.models.tokenizer import load_tokenizer
+
+    codec = LLMTimeCodec(1.0, settings.data.decimals, settings.data.number_format)
+    try:
+        return LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model))
+    except TokenLayoutError as exc:
+        raise ConfigError(f"model.name_or_path: {settings.model.name_or_path}: {exc}") from None
 
 
 def data_shape(settings: Settings) -> tuple[int, int, int]:
@@ -67,9 +91,7 @@ def run_shape(settings: Settings) -> RunShape:
     n_systems, n_steps, n_vars = data_shape(settings)
     split = settings.data.split
     systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
-    per_step = tokens_per_step_upper_bound(
-        n_vars, settings.data.decimals, settings.eval.max_int_digits
-    )
+    per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
     series_tokens = n_steps * per_step - 1
     context = settings.data.context_tokens
     n_val = count_windows([series_tokens] * len(systems.val), context, context)
@@ -124,9 +146,9 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
     common = {
         "accounting": settings.budget.accounting,
         "lora_rank": settings.lora.rank,
-        "lora_targets": tuple(settings.lora.target_modules),
+        "lora_targets": lora_targets(settings, arch),
         "lm_head_bias": settings.model.lm_head_bias,
-        "head_vocab": NUMERIC_HEAD_ROWS if settings.model.head == "numeric" else None,
+        "head_vocab": _head_rows(settings),
     }
 
     def count(mode: str, context_tokens: int, **kwargs: int) -> float:
@@ -138,6 +160,13 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
         ).total
 
     return count
+
+
+def _head_rows(settings: Settings) -> int | None:
+    """Rows the numeric head computes (the format's symbols; None = the full vocabulary)."""
+    if settings.model.head != "numeric":
+        return None
+    return len(token_format(settings).head_ids())
 
 
 def data_parallel_processes() -> int:

@@ -20,14 +20,14 @@ from accelerate.utils import set_seed
 
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
-from lora_forecast.data.windows import alphabet_ids
 from lora_forecast.evaluation.metrics import mse, score_forecasts
 from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
 from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
 from lora_forecast.forecasting import forecast
+from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, load_trainable_state
-from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for, numeric_token_ids
-from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
+from lora_forecast.models.tokenizer import load_tokenizer
 from lora_forecast.planning import CostPrediction, flops_counter, predict_cost
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
 from lora_forecast.training.signals import StopRequest
@@ -37,9 +37,9 @@ __all__ = ["RunContext", "run", "predict_cost", "CostPrediction"]
 log = logging.getLogger(__name__)
 
 
-def batch_loss_fn(head: str, tokenizer: Any):
+def batch_loss_fn(head: str, fmt: LLMTimeFormat):
     """The training loop's ``loss_fn(model, batch)`` for ``model.head``."""
-    loss = loss_fn_for(head, numeric_token_ids(tokenizer))
+    loss = loss_fn_for(head, fmt.head_ids())
     return lambda model, batch: loss(
         model, batch["input_ids"], batch["attention_mask"], batch["labels"]
     )
@@ -63,6 +63,7 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     set_seed(settings.train.seed)  # every run of a config follows the same trajectory
     main = ctx.accelerator.is_main_process
     data = prepare_data(settings.data)
+    fmt = LLMTimeFormat.for_tokenizer(data.codec, load_tokenizer(settings.model))
     if main:
         data.split.save(run_dir / "split.json")
     window = cut_eval_windows(
@@ -75,12 +76,12 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         return payload
     model = build_model(settings.model, settings.lora)
     if settings.task == "finetune":
-        result = train(settings, model, data, run_dir, ctx)
+        result = train(settings, model, data, fmt, run_dir, ctx)
         payload.update(train=result.summary(), end_reason=result.end_reason)
         if result.end_reason in ("interrupted", "pruned") or not main:
             return payload  # data-parallel ranks stop here; the main process forecasts once
         _load_best(model, run_dir)
-    fc = _forecast_test(settings, model, data, window.contexts, ctx)
+    fc = _forecast_test(settings, model, fmt, window.contexts, ctx)
     if fc is None:
         payload["end_reason"] = "stopped_budget"
         return payload
@@ -114,26 +115,21 @@ def _score(settings: Settings, truth: np.ndarray, fc: Any) -> dict[str, Any]:
     return metrics
 
 
-def train(
-    settings: Settings, model: torch.nn.Module, data: PreparedData, run_dir: Path, ctx: RunContext
-) -> TrainResult:
+def train(settings: Settings, model: torch.nn.Module, data: PreparedData, fmt: LLMTimeFormat,
+          run_dir: Path, ctx: RunContext) -> TrainResult:
     """Build the windows and run the :class:`Trainer`."""
-    tokenizer = qwen_tokenizer()
-    vocab = alphabet_ids(tokenizer)
     context = settings.data.context_tokens
-    train_set = token_windows(
-        data, data.split.train, context, context // 2, vocab, tokenizer.pad_token_id
-    )
-    val_set = token_windows(data, data.split.val, context, context, vocab, tokenizer.pad_token_id)
+    train_set = token_windows(fmt, data.trajectories[data.split.train], context, context // 2)
+    val_set = token_windows(fmt, data.trajectories[data.split.val], context, context)
     log.info("windows: %d train, %d validation (%d tokens)", len(train_set), len(val_set), context)
     hooks = TrainHooks(
-        loss_fn=batch_loss_fn(settings.model.head, tokenizer),
+        loss_fn=batch_loss_fn(settings.model.head, fmt),
         meter=ctx.meter,
         step_flops=ctx.prediction.per_train_step,
         val_window_flops=ctx.prediction.per_val_window,
         tracker=ctx.tracker,
         reporter=ctx.reporter,
-        forecast_validator=_forecast_validator(settings, data, ctx),
+        forecast_validator=_forecast_validator(settings, data, fmt, ctx),
         stop=ctx.stop,
         budget=settings.budget.max_flops,
         progress=ctx.progress,
@@ -167,16 +163,15 @@ def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext) -> float:
 def _run_forecast(
     settings: Settings,
     model: torch.nn.Module,
-    codec: Any,
+    fmt: LLMTimeFormat,
     contexts: np.ndarray,
     ctx: RunContext,
     n_samples: int | None = None,
 ) -> Any:
     model.eval()
-    tokenizer = qwen_tokenizer()
     return forecast(
         model,
-        codec,
+        fmt,
         contexts,
         horizon_steps=settings.eval.horizon_steps,
         batch_size=settings.eval.batch_size,
@@ -186,9 +181,7 @@ def _run_forecast(
         top_p=settings.eval.top_p,
         max_int_digits=settings.eval.max_int_digits,
         seed=settings.eval.seed,
-        logits_fn=logits_fn_for(
-            settings.model.head, model, numeric_token_ids(tokenizer, include_eos=True)
-        ),
+        logits_fn=logits_fn_for(settings.model.head, model, fmt.head_ids(include_eos=True)),
         progress=ctx.progress,
         compile=settings.eval.compile,
     )
@@ -197,20 +190,21 @@ def _run_forecast(
 def _forecast_test(
     settings: Settings,
     model: torch.nn.Module,
-    data: PreparedData,
+    fmt: LLMTimeFormat,
     contexts: np.ndarray,
     ctx: RunContext,
 ) -> Any | None:
     """Forecast the test systems if the reservation still covers it (else None)."""
     if not ctx.meter.can_afford(ctx.prediction.forecasting):
         return None
-    fc = _run_forecast(settings, model, data.codec, contexts, ctx)
+    fc = _run_forecast(settings, model, fmt, contexts, ctx)
     ctx.meter.add(_forecast_cost(settings, fc, ctx), "forecasting")
     ctx.meter.flush()
     return fc
 
 
-def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext):
+def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeFormat,
+                        ctx: RunContext):
     """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``)."""
     if not settings.train.eval_forecast:
         return None
@@ -220,7 +214,7 @@ def _forecast_validator(settings: Settings, data: PreparedData, ctx: RunContext)
     )
 
     def validate(model: torch.nn.Module) -> tuple[float, float]:
-        fc = _run_forecast(settings, model, data.codec, contexts, ctx, n_samples=1)
+        fc = _run_forecast(settings, model, fmt, contexts, ctx, n_samples=1)
         parsed = fc.parsed.any(axis=1)
         err = mse(truth[parsed], fc.point[parsed]) if parsed.any() else math.inf
         model.train()

@@ -11,10 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import lora_forecast.data.llmtime as llmtime_module
-from lora_forecast.data import ForecastParseError, LLMTimeCodec, choose_alpha
-from lora_forecast.data.llmtime import tokens_per_step_upper_bound
+import lora_forecast.llmtime.codec as llmtime_module
+from lora_forecast.llmtime import ForecastParseError, LLMTimeCodec, LLMTimeFormat, choose_alpha
 from lora_forecast.models.tokenizer import qwen_tokenizer
+
+
+def qwen_format(decimals: int = 2, number_format: str = "decimal") -> LLMTimeFormat:
+    return LLMTimeFormat.for_tokenizer(LLMTimeCodec(1.0, decimals, number_format),
+                                       qwen_tokenizer())
 
 
 def test_spec_example() -> None:
@@ -85,19 +89,43 @@ def test_round_trip_on_the_grid(values: np.ndarray, alpha: float, decimals: int)
 @settings(max_examples=60, deadline=None)
 @given(values=arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 3)),
                      elements=st.floats(0, 999.4)),
-       decimals=st.integers(0, 4))
-def test_tokens_per_step_bound_holds(values: np.ndarray, decimals: int) -> None:
-    text = LLMTimeCodec(alpha=1.0, decimals=decimals).encode(values)
-    bound = tokens_per_step_upper_bound(values.shape[1], decimals, max_int_digits=3)
-    steps = (text + ";").split(";")[:-1]
-    assert max(len(s) + 1 for s in steps) <= bound
+       decimals=st.integers(0, 4), number_format=st.sampled_from(["decimal", "digits"]))
+def test_tokens_per_step_bound_holds(values: np.ndarray, decimals: int, number_format: str) -> None:
+    fmt = qwen_format(decimals, number_format)
+    bound = fmt.max_tokens_per_step(values.shape[1], max_int_digits=3)
+    steps = [fmt.encode(values[t:t + 1]) for t in range(len(values))]
+    assert max(len(s) + 1 for s in steps) <= bound  # + the ';' that ends each step
 
 
 def test_tokens_per_step_bound_values() -> None:
-    # "0.12,0.05;" is 10 characters: SPEC's 50 steps ~ 499 tokens
-    assert tokens_per_step_upper_bound(2, 2, 1) == 10
-    assert tokens_per_step_upper_bound(2, 2, 1, signed=True) == 12
-    assert tokens_per_step_upper_bound(3, 0, 2) == 9
+    # "0.12,0.05;" is 10 tokens: SPEC's 50 steps ~ 499 tokens
+    assert qwen_format(2).max_tokens_per_step(2, 1) == 10
+    assert qwen_format(2, "digits").max_tokens_per_step(2, 1) == 8  # "123,456;"
+    assert qwen_format(0).max_tokens_per_step(3, 2) == 9
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=arrays(np.float64, st.tuples(st.integers(1, 8), st.integers(1, 3)),
+                     elements=st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False)),
+       alpha=st.floats(1e-2, 1e2), decimals=st.integers(0, 4))
+def test_digits_form_round_trips_to_the_same_grid(values: np.ndarray, alpha: float,
+                                                  decimals: int) -> None:
+    digits = LLMTimeCodec(alpha, decimals, "digits")
+    text = digits.encode(values)
+    assert "." not in text and re.fullmatch(r"[-\d,;]+", text)
+    np.testing.assert_allclose(digits.decode(text, values.shape[1]),
+                               LLMTimeCodec(alpha, decimals).quantize(values),
+                               rtol=1e-12, atol=1e-9 * alpha)
+    assert digits.encode(digits.decode(text, values.shape[1])) == text
+
+
+def test_digits_form_example_and_errors() -> None:
+    codec = LLMTimeCodec(alpha=10.0, decimals=2, number_format="digits")
+    assert codec.encode(np.array([[2.5, 15.0], [0.004, 13.7]])) == "25,150;0,137"
+    with pytest.raises(ForecastParseError, match="'2.5' is not a number"):
+        codec.decode("2.5,150", 2)
+    with pytest.raises(ValueError, match="number_format"):
+        LLMTimeCodec(alpha=1.0, number_format="hex")
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
@@ -166,4 +194,4 @@ def test_choose_alpha_rejects_bad_input(args: tuple) -> None:
 
 def test_docstring_examples() -> None:
     result = doctest.testmod(llmtime_module, extraglobs={"np": np})
-    assert result.attempted >= 5 and result.failed == 0
+    assert result.attempted >= 6 and result.failed == 0

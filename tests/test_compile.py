@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.data.llmtime import LLMTimeCodec
 from lora_forecast.forecasting import forecast
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models import compiled as compiled_module
 from lora_forecast.models.build import build_model
 from lora_forecast.models.compiled import compiled
 from lora_forecast.models.numeric_head import loss_fn_for
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 LLMTIME_IDS = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)
 
@@ -70,6 +71,7 @@ def test_compiled_training_loss_and_forecasts_equal_the_eager_ones():
     contexts = [np.random.default_rng(0).uniform(0, 30, size=(4, 2))]
     options = dict(horizon_steps=2, max_int_digits=2, progress=False)
     model.eval()
-    plain = forecast(model, LLMTimeCodec(alpha=10.0), contexts, **options)
-    fast = forecast(model, LLMTimeCodec(alpha=10.0), contexts, compile=True, **options)
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
+    plain = forecast(model, fmt, contexts, **options)
+    fast = forecast(model, fmt, contexts, compile=True, **options)
     assert fast.texts == plain.texts

@@ -1,11 +1,10 @@
 """The torch convention against torch's own counter on real PEFT-wrapped Qwen2 models.
 
-``torch.utils.flop_counter.FlopCounterMode`` counts 2*m*n*k per mm/addmm/bmm/baddbmm (and
-SDPA kernels, which is why the models use ``attn_implementation="eager"``: CPU SDPA's math
-path is invisible to it). We count what it sees while a random-init ``Qwen2ForCausalLM``
-runs a forward pass, a train step (``loss.backward()`` with LoRA on frozen weights, optionally
-a trainable lm-head bias), and a greedy KV-cached ``generate``; the exact accounting in the
-torch convention must agree within 1% (in practice it agrees exactly).
+``FlopCounterMode`` (the oracle, see tests/flops_oracle.py) counts matmuls. We count what it
+sees while a random-init ``Qwen2ForCausalLM`` runs a forward pass, a train step
+(``loss.backward()`` with LoRA on frozen weights, optionally a trainable lm-head bias), and a
+greedy KV-cached ``generate``; the exact accounting in the torch convention must agree within
+1% (in practice it agrees exactly). Other families: tests/test_flops_families.py.
 """
 
 from __future__ import annotations
@@ -16,12 +15,16 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from peft import LoraConfig, get_peft_model  # noqa: E402
+from flops_oracle import forward as _forward  # noqa: E402
+from flops_oracle import generate as _generate  # noqa: E402
+from flops_oracle import measure as _measure  # noqa: E402
+from flops_oracle import predict as _predict  # noqa: E402
+from flops_oracle import token_ids, with_lora  # noqa: E402
+from flops_oracle import train_step as _train_step  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from lora_forecast.flops import Architecture, count_flops  # noqa: E402
+from lora_forecast.flops import Architecture  # noqa: E402
 
 # peft 0.21 calls transformers' deprecated ``is_gradient_checkpointing``; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
@@ -49,45 +52,13 @@ def _model(shape: dict, *, rank: int, targets: tuple[str, ...], head_bias: bool 
         model.lm_head = nn.Linear(arch.hidden, rows, device="meta")
         model.lm_head.weight = model.model.embed_tokens.weight
         model.lm_head.bias = nn.Parameter(torch.zeros(rows))
-    if rank:
-        model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0,
-                                                 target_modules=list(targets)))
-    for name, param in model.named_parameters():
-        param.requires_grad_("lora_" in name or (head_bias and name.endswith("lm_head.bias")))
+    model = with_lora(model, rank, targets,
+                      trainable=lambda name: head_bias and name.endswith("lm_head.bias"))
     return model, arch
 
 
-def _measure(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def _ids(shape: dict, batch: int, tokens: int) -> torch.Tensor:
-    return torch.randint(0, shape["vocab_size"], (batch, tokens),
-                         generator=torch.Generator().manual_seed(1))
-
-
-def _forward(model, ids) -> None:
-    with torch.no_grad():
-        model(input_ids=ids)
-
-
-def _train_step(model, ids) -> None:
-    model(input_ids=ids, labels=ids).loss.backward()
-
-
-def _generate(model, ids, new_tokens: int, use_cache: bool = True) -> None:
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                             max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                             do_sample=False, pad_token_id=0, use_cache=use_cache)
-    assert out.shape[1] == ids.shape[1] + new_tokens
-
-
-def _predict(arch, **kwargs) -> float:
-    return count_flops(arch, accounting="exact", convention="torch", **kwargs).total
+    return token_ids(shape["vocab_size"], batch, tokens)
 
 
 @pytest.mark.parametrize(("targets", "head_bias"), [

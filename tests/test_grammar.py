@@ -7,41 +7,23 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lora_forecast.data.llmtime import LLMTimeCodec
-from lora_forecast.forecasting.grammar import (
-    LLMTimeAlphabet,
-    LLMTimeGrammar,
-    LLMTimeLogitsProcessor,
-)
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeGrammar, LLMTimeLogitsProcessor, TokenTable
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
-EOS, PAD = 151645, 151643
-ALPHABET = LLMTimeAlphabet()
+ALPHABET = TokenTable.from_tokenizer(qwen_tokenizer())  # the real Qwen2.5 ids (compact)
+EOS, PAD = ALPHABET.eos_id, ALPHABET.pad_id
+DIGITS = tuple(ALPHABET.ids[d] for d in "0123456789")
+DOT = ALPHABET.ids["."]
+# The digit_spaced layout over the same ids, with a joiner token between consecutive digits.
+JOINED = TokenTable("digit_spaced", ALPHABET.ids, 99, EOS, PAD)
 
 
-def grammar(n_vars=2, decimals=2, horizon=3, max_int=3) -> LLMTimeGrammar:
-    return LLMTimeGrammar(n_vars, decimals, horizon, max_int, ALPHABET, eos_id=EOS,
-                          end_ids=(EOS, PAD))
+def grammar(n_vars=2, decimals=2, horizon=3, max_int=3, table=ALPHABET) -> LLMTimeGrammar:
+    return LLMTimeGrammar(n_vars, decimals, horizon, max_int, table)
 
 
 def accepts(text: str, **kwargs) -> bool:
-    return grammar(**kwargs).accepts(ALPHABET.encode(text))
-
-
-def test_alphabet_matches_the_real_tokenizer():
-    tok = qwen_tokenizer()
-    alphabet = LLMTimeAlphabet.from_tokenizer(tok)
-    assert alphabet.digits == tuple(range(15, 25))
-    assert (alphabet.dot, alphabet.comma, alphabet.semicolon) == (13, 11, 26)
-    assert alphabet.minus == tok.convert_tokens_to_ids("-")
-    text = "0.25,1.50;-0.27,1.47"
-    ids = alphabet.encode(text)
-    assert len(ids) == len(text) and alphabet.decode(ids) == text
-    assert tok.decode(ids) == text
-    # tokenizer(text) would merge ".," into one token: the reason we map characters
-    assert tok.convert_tokens_to_ids(".,") == 2572
-    with pytest.raises(ValueError, match="alphabet"):
-        alphabet.encode("1.0 ")
+    return grammar(**kwargs).accepts(kwargs.get("table", ALPHABET).encode(text))
 
 
 @pytest.mark.parametrize("text, kwargs", [
@@ -71,16 +53,24 @@ def test_accepts_valid_forecasts(text, kwargs):
     ("", "empty"),
 ])
 def test_rejects_malformed_forecasts(text, why):
-    alphabet = LLMTimeAlphabet.from_tokenizer(qwen_tokenizer())  # knows '-'
-    g = LLMTimeGrammar(2, 2, 3, 3, alphabet, eos_id=EOS, end_ids=(EOS, PAD))
-    assert not g.accepts(alphabet.encode(text)), why
+    assert not grammar().accepts(ALPHABET.encode(text)), why
+
+
+def test_digit_spaced_layout_requires_a_joiner_between_digits():
+    text = "12.05,0.50;3.00,45.10"
+    ids = JOINED.encode(text)
+    assert ids.count(99) == 6 and JOINED.decode(ids) == text  # 1|2, 0|5, 5|0, 0|0, 4|5, 1|0
+    g = grammar(horizon=2, table=JOINED)
+    assert g.accepts(ids)
+    assert not g.accepts(ALPHABET.encode(text))  # digits side by side: not this layout
+    assert len(JOINED.encode(";".join(["999.99,999.99"] * 2))) == g.max_length
 
 
 def test_advance_raises_on_disallowed_token_and_completes_without_eos():
     g = grammar(n_vars=1, decimals=1, horizon=1)
     state = g.start
     with pytest.raises(ValueError, match="not allowed"):
-        g.advance(state, ALPHABET.dot)
+        g.advance(state, DOT)
     for token in ALPHABET.encode("1.5"):
         assert not g.is_done(state)
         state = g.advance(state, token)
@@ -88,7 +78,7 @@ def test_advance_raises_on_disallowed_token_and_completes_without_eos():
     assert g.allowed(state) == (EOS,)
     assert g.is_done(g.advance(g.advance(state, EOS), PAD))  # generate pads after EOS
     with pytest.raises(ValueError, match="complete"):
-        g.advance(state, ALPHABET.digits[0])
+        g.advance(state, DIGITS[0])
 
 
 def test_integer_forecasts_end_with_eos_when_shorter_than_max_int_digits():
@@ -107,9 +97,10 @@ def test_max_length_is_the_longest_forecast():
 
 @settings(max_examples=150, deadline=None)
 @given(n_vars=st.integers(1, 3), decimals=st.integers(0, 3), horizon=st.integers(1, 4),
-       max_int=st.integers(1, 3), data=st.data())
-def test_any_allowed_path_decodes_to_horizon_by_n_vars(n_vars, decimals, horizon, max_int, data):
-    g = grammar(n_vars=n_vars, decimals=decimals, horizon=horizon, max_int=max_int)
+       max_int=st.integers(1, 3), table=st.sampled_from([ALPHABET, JOINED]), data=st.data())
+def test_any_allowed_path_decodes_to_horizon_by_n_vars(n_vars, decimals, horizon, max_int, table,
+                                                       data):
+    g = grammar(n_vars=n_vars, decimals=decimals, horizon=horizon, max_int=max_int, table=table)
     state, tokens = g.start, []
     while not g.is_done(state):
         token = data.draw(st.sampled_from(g.allowed(state)))
@@ -117,9 +108,10 @@ def test_any_allowed_path_decodes_to_horizon_by_n_vars(n_vars, decimals, horizon
         state = g.advance(state, token)
         assert len(tokens) <= g.max_length
     assert g.accepts(tokens)
-    text = ALPHABET.decode([t for t in tokens if t != EOS])
+    text = table.decode([t for t in tokens if t != EOS])
     values = LLMTimeCodec(alpha=1.0, decimals=decimals).decode(text, n_vars)
     assert values.shape == (horizon, n_vars)
+    assert table.encode(text) == [t for t in tokens if t != EOS]  # the layout's own writing
 
 
 def test_logits_processor_masks_per_row_after_the_prompt():
@@ -129,12 +121,12 @@ def test_logits_processor_masks_per_row_after_the_prompt():
     rows = torch.tensor([prompt + ALPHABET.encode("12"), prompt + ALPHABET.encode("1.")])
     scores = processor(rows, torch.zeros(2, 200_000))
     finite = [set(torch.isfinite(s).nonzero().flatten().tolist()) for s in scores]
-    assert finite[0] == {*ALPHABET.digits, ALPHABET.dot}
-    assert finite[1] == set(ALPHABET.digits)
-    rows = torch.cat([rows, torch.tensor([[ALPHABET.digits[3]], [ALPHABET.digits[4]]])], dim=1)
+    assert finite[0] == {*DIGITS, DOT}
+    assert finite[1] == set(DIGITS)
+    rows = torch.cat([rows, torch.tensor([[DIGITS[3]], [DIGITS[4]]])], dim=1)
     scores = processor(rows, torch.zeros(2, 200_000))
     assert processor.done == [False, True]
-    assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [ALPHABET.dot]  # "123"
+    assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [DOT]  # "123"
     assert torch.isfinite(scores[1]).nonzero().flatten().tolist() == [EOS]
     # a new, shorter batch starts over
     processor(torch.tensor([prompt]), torch.zeros(1, 200_000))

@@ -15,13 +15,17 @@ import torch
 from scipy.stats import chisquare
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.data.llmtime import LLMTimeCodec
-from lora_forecast.forecasting import LLMTimeAlphabet, LLMTimeGrammar, decode, forecast
+from lora_forecast.forecasting import decode, forecast
 from lora_forecast.forecasting.decoding import Sampling
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar, TokenTable
 from lora_forecast.models.build import build_model
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 ZERO, ONE, DOT, COMMA, SEMI = 15, 16, 13, 11, 26  # Qwen ids of '0', '1', '.', ',', ';'
 VOCAB = 32
+# Qwen's ids for the symbols, and id 0 as EOS/pad so that a 32-row fake vocabulary holds them all
+TABLE = TokenTable("compact", {**{str(d): 15 + d for d in range(10)}, ".": DOT, ",": COMMA,
+                               ";": SEMI}, None, 0, 0)
 
 
 def preference(ids: list[int], positions: list[int]) -> tuple[float, float]:
@@ -69,7 +73,7 @@ def exact_distribution(prompt: list[int], grammar: LLMTimeGrammar) -> dict[tuple
 @pytest.mark.parametrize("jump_forward", [True, False])
 def test_sampling_distribution_is_unchanged(jump_forward):
     grammar = LLMTimeGrammar(n_vars=2, decimals=1, horizon_steps=1, max_int_digits=1,
-                             eos_id=0, end_ids=(0,))
+                             tokens=TABLE)
     prompt = [ONE, DOT, ZERO, COMMA, ZERO, DOT, ONE, SEMI]
     n = 4000
     result = decode(fake_logits_fn, [prompt], pad_id=0, max_new_tokens=grammar.max_length,
@@ -91,7 +95,8 @@ def test_greedy_forecasts_are_identical_in_fewer_calls():
     model = build_model(ModelConfig(kind="tiny"), LoraConfig()).eval()
     rng = np.random.default_rng(1)
     contexts = [rng.uniform(0.0, 30.0, size=(t, 2)) for t in (3, 6, 4)]
-    runs = {jf: forecast(model, LLMTimeCodec(alpha=10.0), contexts, horizon_steps=3,
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
+    runs = {jf: forecast(model, fmt, contexts, horizon_steps=3,
                          batch_size=3, max_int_digits=2, progress=False, jump_forward=jf)
             for jf in (True, False)}
     assert runs[True].texts == runs[False].texts
@@ -101,5 +106,4 @@ def test_greedy_forecasts_are_identical_in_fewer_calls():
     assert runs[False].decode_calls == longest - 1
     # 3 steps x 2 numbers: 5 separators always forced, so at least 5 calls fewer
     assert runs[True].decode_calls <= longest - 1 - 5
-    alphabet = LLMTimeAlphabet()
-    assert all(alphabet.encode(t) for (t,) in runs[True].texts)
+    assert runs[True].parsed.all()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lora_forecast.config import LoraConfig, ModelConfig
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.build import build_model
 from lora_forecast.models.numeric_head import (
     HEAD_LOSSES,
@@ -15,7 +16,6 @@ from lora_forecast.models.numeric_head import (
     loss_fn_for,
     numeric_head_loss,
     numeric_logits_fn,
-    numeric_token_ids,
 )
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
@@ -55,10 +55,13 @@ def _reference_loss(model, ids, mask, labels):
     return F.nll_loss(logp, local)
 
 
-def test_numeric_token_ids_of_qwen_tokenizer():
+def test_numeric_head_ids_of_qwen_tokenizer():
     tok = qwen_tokenizer()
-    assert numeric_token_ids(tok) == ALLOWED
-    assert numeric_token_ids(tok, include_eos=True) == (*ALLOWED, tok.eos_token_id)
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=1.0), tok)
+    assert fmt.head_ids() == ALLOWED  # SPEC's ids: '0'..'9' 15..24, '.' 13, ',' 11, ';' 26
+    assert fmt.head_ids(include_eos=True) == (*ALLOWED, tok.eos_token_id)
+    digits = LLMTimeFormat.for_tokenizer(LLMTimeCodec(1.0, number_format="digits"), tok)
+    assert digits.head_ids() == tuple(i for i in ALLOWED if i != 13)  # no point to score
 
 
 @pytest.mark.parametrize("padded", [False, True])

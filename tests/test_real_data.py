@@ -13,21 +13,18 @@ import numpy as np
 import pytest
 
 from lora_forecast.data import (
-    LLMTimeCodec,
-    choose_alpha,
     count_windows,
     generate_lotka_volterra,
     load_trajectories,
     make_windows,
     read_shape,
-    series_token_ids,
     split_systems,
 )
-from lora_forecast.data.windows import LLMTIME_ALPHABET
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, choose_alpha
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/lotka_volterra_data.h5"
 pytestmark = pytest.mark.skipif(not REAL.is_file(), reason=f"real data file absent: {REAL}")
-VOCAB = {c: i for i, c in enumerate(LLMTIME_ALPHABET)}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +75,8 @@ def test_auto_alpha_on_training_split(real: tuple[np.ndarray, np.ndarray]) -> No
 def test_window_count_matches_budget_helper(real: tuple[np.ndarray, np.ndarray]) -> None:
     trajectories, _ = real
     codec = LLMTimeCodec(alpha=10.0)
-    series = [series_token_ids(codec.encode(s), VOCAB) for s in trajectories[:50]]
+    fmt = LLMTimeFormat.for_tokenizer(codec, qwen_tokenizer())
+    series = [fmt.encode_series(s) for s in trajectories[:50]]
     lengths = [len(ids) for ids, _ in series]
     for context in (128, 320, 512, 768):
         for stride in (context // 2, context):
@@ -111,3 +109,21 @@ def test_generator_statistics_close_to_real(real: tuple[np.ndarray, np.ndarray])
         assert abs(gen_stats[key] / value - 1.0) < tolerance, (key, value, gen_stats[key])
     assert 20.0 < real_stats["period median"] < 22.0  # ~20 steps, i.e. ~40 time units
     assert 7.0 < generated[..., 0].max() < 20.0 and 1.5 < generated[..., 1].max() < 5.5
+
+
+def test_digits_form_needs_at_most_three_quarters_of_the_tokens(
+        real: tuple[np.ndarray, np.ndarray]) -> None:
+    """Issue 15's compact form on the reference data (alpha 10, 2 decimals, Qwen tokens): the
+    same quantised values in <= 0.75x the tokens per time step of the default form."""
+    trajectories, _ = real
+    tokenizer = qwen_tokenizer()
+    count = {}
+    for form in ("decimal", "digits"):
+        fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(10.0, 2, form), tokenizer)
+        count[form] = sum(len(fmt.encode(s)) + 1 for s in trajectories)  # + the missing ';'
+        decoded = [fmt.codec.decode(fmt.codec.encode(s), 2) for s in trajectories[:50]]
+        np.testing.assert_allclose(decoded, LLMTimeCodec(10.0).quantize(trajectories[:50]),
+                                   atol=1e-9)
+    steps = trajectories.shape[0] * trajectories.shape[1]
+    assert count["decimal"] / steps == 10.0  # "d.dd,d.dd;" at every step (SPEC)
+    assert count["digits"] / count["decimal"] <= 0.75

@@ -18,14 +18,19 @@ from lora_forecast.budget.ledger import Ledger
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import LoraConfig, ModelConfig, TrainConfig
 from lora_forecast.data.windows import TokenWindows
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.build import build_model, trainable_state
-from lora_forecast.models.numeric_head import numeric_token_ids
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.results import read_results
 from lora_forecast.run import batch_loss_fn
 from lora_forecast.task import run_task
 from lora_forecast.tracking.offline_reader import read_offline_run
 from lora_forecast.training.loop import Trainer, TrainHooks
+
+
+def qwen_format() -> LLMTimeFormat:
+    return LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
+
 
 TRAIN_KEYS = (
     "train/loss",
@@ -94,7 +99,7 @@ def test_padding_is_excluded_from_the_loss(head: str) -> None:
         for param in model.parameters():
             if param.requires_grad:
                 param.normal_(0, 0.05)
-    loss_fn = batch_loss_fn(head, tokenizer)
+    loss_fn = batch_loss_fn(head, qwen_format())
     long = tokenizer.encode("0.25,1.50;0.27,1.47;0.31,1.42;0.36,1.37", add_special_tokens=False)
     short = tokenizer.encode("2.10,0.93;2.31,0.88", add_special_tokens=False)
     pad = tokenizer.pad_token_id
@@ -114,11 +119,12 @@ def test_padding_is_excluded_from_the_loss(head: str) -> None:
 # ---- gradient accumulation ----------------------------------------------------------------------
 
 WIDTH = 24
+
 REAL_LENGTHS = (24, 9, 24, 15, 20, 24)  # unequal padding: token-weighting matters
 
 
 def _train_windows() -> TokenWindows:
-    allowed = numeric_token_ids(qwen_tokenizer())
+    allowed = qwen_format().head_ids()
     rng = np.random.default_rng(0)
     ids = torch.full((len(REAL_LENGTHS), WIDTH), qwen_tokenizer().pad_token_id)
     mask = torch.zeros_like(ids)
@@ -140,7 +146,7 @@ def _fit(
     data = _train_windows()
     rows = {tuple(data.input_ids[i].tolist()): i for i in range(len(data))}
     seen: list[tuple[int, tuple[int, ...]]] = []
-    loss = batch_loss_fn("numeric", qwen_tokenizer())
+    loss = batch_loss_fn("numeric", qwen_format())
     holder: dict[str, Trainer] = {}
 
     def recording_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Per-character tokenisation and token windows that start at time-step starts."""
+"""Token windows that start at time-step starts (ids from a fake one-token-per-symbol table)."""
 
 from __future__ import annotations
 
@@ -11,46 +11,23 @@ from hypothesis.extra.numpy import arrays
 from torch.utils.data import DataLoader
 
 from lora_forecast.data import (
-    LLMTimeCodec,
     TokenWindows,
-    alphabet_ids,
     count_windows,
-    encode_systems,
     make_windows,
-    series_token_ids,
     train_windows,
     val_windows,
 )
-from lora_forecast.data.windows import IGNORE_INDEX, LLMTIME_ALPHABET, window_starts
-from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.data.windows import IGNORE_INDEX, window_starts
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenTable
 
-VOCAB = {c: 100 + i for i, c in enumerate(LLMTIME_ALPHABET)}  # fake ids, no tokenizer needed
+VOCAB = {c: 100 + i for i, c in enumerate("0123456789.,;-")}  # fake ids, no tokenizer needed
 PAD = 7
+TABLE = TokenTable("compact", VOCAB, None, eos_id=8, pad_id=PAD)
 
 
 def tokens_of(text: str) -> tuple[np.ndarray, np.ndarray]:
-    return series_token_ids(text, VOCAB)
-
-
-def test_alphabet_ids_match_the_real_tokenizer() -> None:
-    tokenizer = qwen_tokenizer()
-    vocab = alphabet_ids(tokenizer)
-    assert vocab == {**{str(d): 15 + d for d in range(10)}, ".": 13, ",": 11, ";": 26, "-": 12}
-    rng = np.random.default_rng(0)
-    text = LLMTimeCodec(alpha=0.8).encode(rng.uniform(0, 14, size=(30, 2)))
-    ids, _ = series_token_ids(text, vocab)
-    assert ids.tolist() == tokenizer.encode(text, add_special_tokens=False)
-
-
-def test_per_character_ids_where_bpe_would_merge() -> None:
-    tokenizer = qwen_tokenizer()
-    vocab = alphabet_ids(tokenizer)
-    text = "1.00,-2.00;-3.00,4.00"  # ",-" and ";-" are single BPE tokens in Qwen
-    ids, starts = series_token_ids(text, vocab)
-    assert len(ids) == len(text)
-    assert len(tokenizer.encode(text, add_special_tokens=False)) < len(text)
-    assert tokenizer.decode(ids.tolist()) == text
-    assert starts.tolist() == [0, 11]
+    ids = np.asarray(TABLE.encode(text), dtype=np.int64)
+    return ids, TABLE.step_starts(ids)
 
 
 def test_series_token_ids_step_starts() -> None:
@@ -65,9 +42,9 @@ def test_series_token_ids_step_starts() -> None:
 
 
 def test_series_token_ids_rejects_foreign_characters() -> None:
-    with pytest.raises(ValueError, match=r"\[' ', 'x'\]"):
+    with pytest.raises(ValueError, match="' ' is not an LLMTIME symbol"):
         tokens_of("1.0, 2x")
-    with pytest.raises(ValueError, match="outside the LLMTIME vocabulary"):
+    with pytest.raises(ValueError, match="'€' is not an LLMTIME symbol"):
         tokens_of("1.0,2€")
 
 
@@ -155,9 +132,10 @@ def test_token_windows_shape_check() -> None:
         TokenWindows(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))
 
 
-def test_encode_systems_tokenises_each_system() -> None:
+def test_format_encodes_each_system() -> None:
     trajectories = np.array([[[0.25, 1.5], [0.27, 1.47]], [[1.0, 2.0], [3.0, 4.0]]])
-    series = encode_systems(trajectories, LLMTimeCodec(alpha=1.0), VOCAB)
+    fmt = LLMTimeFormat(LLMTimeCodec(alpha=1.0), TABLE)
+    series = [fmt.encode_series(system) for system in trajectories]
     assert len(series) == 2
     np.testing.assert_array_equal(series[0][0], tokens_of("0.25,1.50;0.27,1.47")[0])
     assert series[1][1].tolist() == [0, 10]

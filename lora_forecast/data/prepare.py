@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import numpy as np
 
 from lora_forecast.config import DataConfig
 from lora_forecast.data.generator import ensure_synthetic
-from lora_forecast.data.llmtime import LLMTimeCodec, choose_alpha
 from lora_forecast.data.loader import load_trajectories
 from lora_forecast.data.splits import SystemSplit, split_systems
-from lora_forecast.data.windows import TokenWindows, make_windows, series_token_ids
+from lora_forecast.data.windows import TokenWindows, make_windows
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, choose_alpha
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,13 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         len(split.test),
         alpha,
     )
-    return PreparedData(trajectories, time, split, LLMTimeCodec(alpha, cfg.decimals))
+    return PreparedData(trajectories, time, split,
+                        LLMTimeCodec(alpha, cfg.decimals, cfg.number_format))
 
 
-def token_windows(
-    data: PreparedData,
-    systems: np.ndarray,
-    context_tokens: int,
-    stride: int,
-    vocab: dict[str, int],
-    pad_id: int,
-) -> TokenWindows:
-    """Windows of ``context_tokens`` tokens over the LLMTIME text of ``systems``."""
-    series = [series_token_ids(data.codec.encode(data.trajectories[i]), vocab) for i in systems]
-    return make_windows(series, context_tokens, stride, pad_id)
+def token_windows(fmt: LLMTimeFormat, series: Sequence[np.ndarray], context_tokens: int,
+                  stride: int) -> TokenWindows:
+    """Windows of ``context_tokens`` tokens over the LLMTIME tokens of each series [T_i, V]
+    (series may differ in length); padding uses the tokenizer's pad token."""
+    encoded = [fmt.encode_series(values) for values in series]
+    return make_windows(encoded, context_tokens, stride, fmt.tokens.pad_id)

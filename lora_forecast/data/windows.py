@@ -1,10 +1,8 @@
 """LLMTIME series -> fixed-length token windows for causal-LM training and validation.
 
-Tokenisation is per character: every character of the LLMTIME alphabet maps to its own
-single-token id. We do not call ``tokenizer(text)`` because Qwen's BPE merges some character
-pairs (".," -> 2572, ",-" -> 313, ";-" ...), which would break the one-character-one-token
-alignment that window starts and forecast step counting rely on. For ordinary non-negative
-series the two tokenisations are identical (digits are never merged).
+Series arrive as token ids with the offsets of their time steps
+(:meth:`lora_forecast.llmtime.LLMTimeFormat.encode_series`: one token per LLMTIME symbol), so
+this module is pure window arithmetic and knows no token id or separator.
 
 Window rule (for one series of n tokens, context C, stride s):
   * candidates are the grid positions 0, s, 2s, ... up to the first one whose window reaches
@@ -23,74 +21,15 @@ between consecutive windows (< 1 step per window, about 2% of tokens at C=512).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lora_forecast.data.llmtime import STEP_SEP, LLMTimeCodec
+from lora_forecast.llmtime import Series
 
-if TYPE_CHECKING:  # transformers is slow to import; only the type is needed here
-    from transformers import PreTrainedTokenizerBase
-
-LLMTIME_ALPHABET = "0123456789.,;-"
 IGNORE_INDEX = -100  # label value ignored by HF causal-LM losses
-
-Series = tuple[np.ndarray, np.ndarray]  # (token ids [n], step starts [n_steps])
-
-
-def alphabet_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
-    """Single-token id of each LLMTIME character ('0'-'9', '.', ',', ';', '-').
-
-    Raises:
-        ValueError: when a character is not exactly one token of this tokenizer.
-    """
-    vocab = {}
-    for char in LLMTIME_ALPHABET:
-        token_id = tokenizer.convert_tokens_to_ids(char)
-        if token_id is None or token_id == tokenizer.unk_token_id:
-            raise ValueError(f"tokenizer has no single token for {char!r}")
-        if tokenizer.encode(char, add_special_tokens=False) != [token_id]:
-            raise ValueError(f"tokenizer does not encode {char!r} as the single token {token_id}")
-        vocab[char] = int(token_id)
-    return vocab
-
-
-def series_token_ids(text: str, vocab: Mapping[str, int]) -> Series:
-    """Per-character token ids of an LLMTIME string and where each time step starts.
-
-    Example:
-        >>> ids, starts = series_token_ids("1.2;3.4", {c: i for i, c in enumerate("0123456789.;")})
-        >>> ids.tolist(), starts.tolist()
-        ([1, 10, 2, 11, 3, 10, 4], [0, 4])
-
-    Args:
-        text: LLMTIME text (characters of ``vocab`` only).
-        vocab: character -> token id, e.g. from :func:`alphabet_ids`.
-
-    Returns:
-        ``(ids, step_starts)``: int64 [n] token ids and int64 offsets of each step's first
-        token (0 and every index right after a ';').
-    """
-    table = np.full(256, -1, dtype=np.int64)
-    for char, token_id in vocab.items():
-        table[ord(char)] = token_id
-    unknown = sorted({c for c in text if ord(c) > 255 or table[ord(c)] < 0})
-    if unknown:
-        raise ValueError(f"characters outside the LLMTIME vocabulary: {unknown}")
-    codes = np.frombuffer(text.encode("latin-1"), dtype=np.uint8)
-    ids = table[codes]
-    after_sep = np.flatnonzero(codes == ord(STEP_SEP)) + 1
-    starts = np.concatenate([[0], after_sep[after_sep < len(codes)]]) if len(codes) else after_sep
-    return ids, starts.astype(np.int64)
-
-
-def encode_systems(trajectories: np.ndarray, codec: LLMTimeCodec, vocab: Mapping[str, int]
-                   ) -> list[Series]:
-    """Encode each system [T, V] of ``trajectories`` [S, T, V] and tokenise it."""
-    return [series_token_ids(codec.encode(system), vocab) for system in trajectories]
 
 
 def _check_window_args(context_tokens: int, stride: int) -> None:
@@ -163,7 +102,7 @@ def make_windows(series: Sequence[Series], context_tokens: int, stride: int, pad
     """Cut every series into windows of ``context_tokens`` tokens starting at step starts.
 
     Args:
-        series: ``(ids, step_starts)`` per series, from :func:`series_token_ids`.
+        series: ``(ids, step_starts)`` per series (``LLMTimeFormat.encode_series``).
         context_tokens: window length C.
         stride: grid spacing of candidate starts, 1..C (training C // 2, validation C).
         pad_id: id written into padding positions (masked anyway).

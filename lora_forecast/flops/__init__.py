@@ -6,6 +6,10 @@ Pure functions over an :class:`Architecture` (no torch needed)::
                          context_tokens=512, batch_size=4, steps=100, lora_rank=4)
     report.total, report.breakdown["backward/lora"]
 
+Families (``model_type``: qwen2, qwen3, llama, mistral, phi3, gemma, gemma2) are registered in
+:mod:`lora_forecast.flops.families`; ``Architecture.from_hf_config`` rejects any other with
+:class:`UnsupportedArchitecture`, and :func:`resolve_lora_targets` checks LoRA targets.
+
 ``BudgetCallback`` (training-time metering) lives in :mod:`lora_forecast.budget.callback`
 and is re-exported lazily to avoid a circular import.
 """
@@ -16,6 +20,14 @@ from typing import Any
 
 from lora_forecast.flops.api import ACCOUNTINGS, count_flops
 from lora_forecast.flops.architecture import Architecture
+from lora_forecast.flops.families import (
+    FAMILIES,
+    Family,
+    UnknownLoraTarget,
+    UnsupportedArchitecture,
+    family_of,
+    resolve_lora_targets,
+)
 from lora_forecast.flops.ops import CONVENTIONS, Convention
 from lora_forecast.flops.report import FlopsReport
 
@@ -25,8 +37,14 @@ __all__ = [
     "Architecture",
     "BudgetCallback",
     "Convention",
+    "FAMILIES",
+    "Family",
     "FlopsReport",
+    "UnknownLoraTarget",
+    "UnsupportedArchitecture",
     "count_flops",
+    "family_of",
+    "resolve_lora_targets",
 ]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from lora_forecast.flops.architecture import Architecture
 from lora_forecast.flops.exact import count_exact
+from lora_forecast.flops.families import resolve_lora_targets
 from lora_forecast.flops.ops import CONVENTIONS, Convention
 from lora_forecast.flops.report import FlopsReport
 from lora_forecast.flops.request import FlopsRequest
@@ -37,7 +38,7 @@ def count_flops(
     steps: int = 1,
     new_tokens: int = 0,
     lora_rank: int = 0,
-    lora_targets: Sequence[str] = ("q_proj", "v_proj"),
+    lora_targets: Sequence[str] | None = None,
     lm_head_bias: bool = False,
     convention: str | Convention = "coursework",
     backward: str = "rule",
@@ -45,7 +46,7 @@ def count_flops(
     head_vocab: int | None = None,
     gradient_checkpointing: bool = False,
 ) -> FlopsReport:
-    """Count the FLOPs of a workload on ``arch``.
+    """Count the FLOPs of a workload on ``arch`` (any family of ``flops.families.FAMILIES``).
 
     Args:
         arch: model shape.
@@ -60,7 +61,8 @@ def count_flops(
         steps: optimiser steps (train only), >= 0.
         new_tokens: generated tokens (inference only), >= 0.
         lora_rank: LoRA rank r; 0 means no LoRA.
-        lora_targets: wrapped modules of every layer (subset of q/k/v/o/gate/up/down_proj).
+        lora_targets: wrapped linears of every layer, by HF name (``arch.linear_modules``, or
+            ``("all-linear",)``); None: the family's default (q/v, Phi-3's qkv_proj).
         lm_head_bias: a trainable bias on the lm head (one add per computed logit).
         convention: ``"coursework"`` (SPEC primitive costs, causal discount) or ``"torch"``
             (what ``FlopCounterMode`` counts: 2mnp per matmul, elementwise free), or a
@@ -91,7 +93,8 @@ def count_flops(
         raise ValueError(f"lora_targets: must be a sequence of module names, got {lora_targets!r}")
     request = FlopsRequest(
         mode=mode, context_tokens=context_tokens, batch_size=batch_size, steps=steps,
-        new_tokens=new_tokens, lora_rank=lora_rank, lora_targets=tuple(lora_targets),
+        new_tokens=new_tokens, lora_rank=lora_rank,
+        lora_targets=resolve_lora_targets(arch, lora_targets, key="lora_targets"),
         lm_head_bias=bool(lm_head_bias), backward=backward, kv_cache=bool(kv_cache),
         head_vocab=vocab,
     )

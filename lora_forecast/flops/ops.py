@@ -1,6 +1,6 @@
 """A tiny op-level IR of one model call, and the conventions that price it.
 
-:mod:`lora_forecast.flops.exact` describes a model call as a list of ops (matmuls, causal
+:mod:`lora_forecast.flops.graph` describes a model call as a list of ops (matmuls, causal
 attention products, elementwise work). Each op knows, for a :class:`Convention`, its forward
 cost and the cost of the backward work autograd does for it: the gradient of each *input that
 requires grad* (``grad_a``/``grad_b`` flags fixed when the graph is built). Keeping the graph

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 MODES = ("forward", "train", "inference")
 BACKWARDS = ("rule", "autograd")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -22,8 +21,9 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 class FlopsRequest:
     """A workload to count (see :func:`lora_forecast.flops.count_flops` for each field).
 
-    ``head_vocab`` is resolved against the architecture before construction (``None`` means
-    the full vocabulary), so here it is always a positive int.
+    ``head_vocab`` and ``lora_targets`` are resolved against the architecture before
+    construction (``None`` means the full vocabulary, or the family's default targets), so
+    here ``head_vocab`` is a positive int and every target a linear of the family's layers.
     """
 
     mode: str
@@ -49,9 +49,6 @@ class FlopsRequest:
         _check_int("new_tokens", self.new_tokens, 0)
         _check_int("lora_rank", self.lora_rank, 0)
         _check_int("head_vocab", self.head_vocab, 1)
-        unknown = sorted(set(self.lora_targets) - set(LORA_TARGETS))
-        if unknown:
-            raise ValueError(f"lora_targets: unknown {unknown}; supported: {LORA_TARGETS}")
         if (self.mode == "train" and self.backward == "autograd"
                 and not self.trainable_lora and not self.lm_head_bias):
             raise ValueError(

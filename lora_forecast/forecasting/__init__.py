@@ -1,4 +1,4 @@
-"""Forecasting with a causal LM: the LLMTIME grammar, a KV-cached decode loop, the forecaster."""
+"""Forecasting with a causal LM: a KV-cached, grammar-constrained decode loop and the forecaster."""
 
 from lora_forecast.forecasting.decoding import (
     DecodeResult,
@@ -7,26 +7,15 @@ from lora_forecast.forecasting.decoding import (
     decode,
     full_head_logits_fn,
 )
-from lora_forecast.forecasting.forecaster import DecodeBatch, Forecast, forecast, parse_forecast
-from lora_forecast.forecasting.grammar import (
-    GrammarState,
-    LLMTimeAlphabet,
-    LLMTimeGrammar,
-    LLMTimeLogitsProcessor,
-)
+from lora_forecast.forecasting.forecaster import DecodeBatch, Forecast, forecast
 
 __all__ = [
     "DecodeBatch",
     "DecodeResult",
     "Forecast",
-    "GrammarState",
-    "LLMTimeAlphabet",
-    "LLMTimeGrammar",
-    "LLMTimeLogitsProcessor",
     "LogitsFn",
     "Sampling",
     "decode",
     "forecast",
     "full_head_logits_fn",
-    "parse_forecast",
 ]

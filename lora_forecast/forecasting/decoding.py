@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lora_forecast.forecasting.grammar import LLMTimeGrammar
+from lora_forecast.llmtime.grammar import LLMTimeGrammar
 
 # (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], past_key_values | None)
 #   -> (logits of the last position [B, V], past_key_values for the next call)

@@ -1,7 +1,8 @@
 """Forecast time series with a causal LM by continuing their LLMTIME text.
 
-For each system the prompt is ``codec.encode(context) + ";"`` mapped character by character to
-token ids; the model then writes ``horizon_steps`` further steps. ``num_samples > 1`` samples
+For each system the prompt is ``fmt.prompt(context)`` (the context's LLMTIME tokens and the
+step separator that opens the next step); the model then writes ``horizon_steps`` further
+steps. ``num_samples > 1`` samples
 (LLMTIME-style): each prompt is prefilled ONCE and its KV cache shared by its samples, so the
 long prompt is not recomputed per sample. The point forecast is the per-step median over the
 samples that parsed and the band their 10%/90% quantiles. Every sample that does not parse is
@@ -13,13 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
 from lora_forecast.forecasting.decoding import (
     DecodeResult,
@@ -28,22 +26,10 @@ from lora_forecast.forecasting.decoding import (
     decode,
     full_head_logits_fn,
 )
-from lora_forecast.forecasting.grammar import LLMTimeAlphabet, LLMTimeGrammar
+from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.compiled import compiled
-from lora_forecast.models.tokenizer import qwen_tokenizer
 
 QUANTILES = (0.1, 0.9)
-
-
-class Codec(Protocol):
-    """What the forecaster needs of ``lora_forecast.data.llmtime.LLMTimeCodec``."""
-
-    decimals: int
-
-    def encode(self, values: np.ndarray) -> str: ...
-
-    def decode(self, text: str, n_vars: int) -> np.ndarray: ...
-
 
 @dataclass(frozen=True)
 class DecodeBatch:
@@ -96,19 +82,19 @@ class Forecast:
         return int((~self.parsed).sum())
 
 
-def forecast(model: torch.nn.Module | None, codec: Codec,
+def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
              contexts: np.ndarray | Sequence[np.ndarray], *, horizon_steps: int,
              batch_size: int = 16, constrained: bool = True, num_samples: int = 1,
              temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
-             logits_fn: LogitsFn | None = None, progress: bool = True, greedy: bool | None = None,
-             tokenizer: PreTrainedTokenizerBase | None = None,
-             jump_forward: bool = True, compile: bool = False) -> Forecast:
+             logits_fn: LogitsFn | None = None, progress: bool = True,
+             greedy: bool | None = None, jump_forward: bool = True,
+             compile: bool = False) -> Forecast:
     """Forecast ``horizon_steps`` steps after each context.
 
     Args:
         model: the causal LM (put in eval mode for the call, then restored); may be None when
             ``logits_fn`` is given (inputs then stay on the CPU).
-        codec: the LLMTIME codec (scaling alpha, ``decimals``) the model was trained with.
+        fmt: the LLMTIME format (codec and the model's tokenizer) the model was trained with.
         contexts: ``[S, Tc, V]`` array, or S arrays ``[Tc_s, V]`` of different lengths.
         horizon_steps: steps to forecast (H).
         batch_size: rows (system x sample) per forward batch: ``max(1, batch_size //
@@ -123,7 +109,6 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
         logits_fn: the model call; default :func:`full_head_logits_fn` of ``model``.
         progress: show a tqdm bar over batches.
         greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
-        tokenizer: default the real Qwen2.5 tokenizer.
         jump_forward: feed grammar-forced tokens without a model call of their own (same
             tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`).
         compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
@@ -138,12 +123,9 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
     series = _as_series(contexts)
     n_sys, n_vars = len(series), series[0].shape[1]
     sampling = _sampling(num_samples, greedy, temperature, top_p)
-    tokenizer = tokenizer or qwen_tokenizer()
-    alphabet = LLMTimeAlphabet.from_tokenizer(tokenizer)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    grammar = LLMTimeGrammar(n_vars, codec.decimals, horizon_steps, max_int_digits, alphabet,
-                             eos_id=eos, end_ids=(eos, pad))
-    prompts = [alphabet.encode(codec.encode(c) + ";") for c in series]
+    eos, pad = fmt.tokens.eos_id, fmt.tokens.pad_id
+    grammar = fmt.grammar(n_vars, horizon_steps, max_int_digits)
+    prompts = [fmt.prompt(c) for c in series]
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
     logits_fn = logits_fn or full_head_logits_fn(model)
@@ -154,7 +136,7 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
     if constrained:
         options.update(grammar=grammar, max_new_tokens=grammar.max_length)
     else:
-        options.update(semicolons=semicolon_counts(tokenizer), horizon_steps=horizon_steps,
+        options.update(semicolons=_separator_counts(fmt), horizon_steps=horizon_steps,
                        eos_ids=(eos, pad), max_new_tokens=grammar.max_length + 1)
 
     tokens: dict[tuple[int, int], list[int]] = {}
@@ -170,33 +152,15 @@ def forecast(model: torch.nn.Module | None, codec: Codec,
             batches.append(DecodeBatch(len(jobs), result.prompt_width, result.decode_steps,
                                        result.prefill_rows))
 
-    texts = [[_text(tokens[s, n], constrained, alphabet, tokenizer, (eos, pad))
-              for n in range(num_samples)] for s in range(n_sys)]
-    samples, parsed = _parse_all(texts, codec, horizon_steps, n_vars)
+    texts = [[_text(tokens[s, n], constrained, fmt) for n in range(num_samples)]
+             for s in range(n_sys)]
+    samples, parsed = _parse_all(texts, fmt, horizon_steps, n_vars)
     point, lower, upper = summarise(samples, parsed)
     return Forecast(point=point, lower=lower, upper=upper, samples=samples, parsed=parsed,
                     texts=texts, prompt_tokens=np.array([len(p) for p in prompts]),
                     generated_tokens=np.array([[len(tokens[s, n]) for n in range(num_samples)]
                                                for s in range(n_sys)]),
                     batches=batches)
-
-
-def parse_forecast(text: str, codec: Codec, horizon_steps: int, n_vars: int) -> np.ndarray:
-    """The first ``horizon_steps`` ';'-separated steps of ``text`` as ``[H, V]``.
-
-    Raises:
-        ValueError (``ForecastParseError``): fewer steps, steps the codec cannot read, or
-            non-finite values.
-    """
-    steps = text.split(";")
-    if len(steps) < horizon_steps:
-        raise ValueError(f"forecast has {len(steps)} steps, need {horizon_steps}")
-    values = np.asarray(codec.decode(";".join(steps[:horizon_steps]), n_vars), dtype=float)
-    if values.shape != (horizon_steps, n_vars):
-        raise ValueError(f"forecast parsed to shape {values.shape}, need {(horizon_steps, n_vars)}")
-    if not np.isfinite(values).all():
-        raise ValueError("forecast holds non-finite values")
-    return values
 
 
 def summarise(samples: np.ndarray, parsed: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -211,16 +175,11 @@ def summarise(samples: np.ndarray, parsed: np.ndarray) -> tuple[np.ndarray, ...]
     return point, lower, upper
 
 
-@lru_cache(maxsize=4)
-def semicolon_counts(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """``[len(vocab)]``: how many ';' characters each token's text holds (byte-level BPE keeps
-    printable ASCII as is, so the raw token string is enough)."""
-    vocab = tokenizer.get_vocab()
-    counts = torch.zeros(max(vocab.values()) + 1, dtype=torch.long)
-    for token, idx in vocab.items():
-        if ";" in token:
-            counts[idx] = token.count(";")
-    return counts
+def _separator_counts(fmt: LLMTimeFormat) -> torch.Tensor:
+    """``[len(vocab)]`` step separators per token, for stopping free decoding."""
+    if fmt.tokenizer is None:
+        raise ValueError("unconstrained decoding needs the format's tokenizer")
+    return torch.from_numpy(fmt.step_separator_counts())
 
 
 def _as_series(contexts: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -242,15 +201,16 @@ def _sampling(num_samples: int, greedy: bool | None, temperature: float, top_p: 
     return Sampling(greedy=greedy, temperature=temperature, top_p=top_p)
 
 
-def _text(tokens: list[int], constrained: bool, alphabet: LLMTimeAlphabet,
-          tokenizer: PreTrainedTokenizerBase, end_ids: tuple[int, ...]) -> str:
+def _text(tokens: list[int], constrained: bool, fmt: LLMTimeFormat) -> str:
     """The generated text up to the first EOS/pad. Free decoding keeps other special tokens
     as text, and ids beyond the tokenizer (spare embedding rows) as U+FFFD, so that junk
     makes the sample fail to parse instead of silently vanishing."""
+    end_ids = (fmt.tokens.eos_id, fmt.tokens.pad_id)
     cut = next((i for i, t in enumerate(tokens) if t in end_ids), len(tokens))
     tokens = tokens[:cut]
     if constrained:
-        return alphabet.decode(tokens)
+        return fmt.decode_ids(tokens)
+    tokenizer = fmt.tokenizer
     text, run = [], []
     for token in [*tokens, None]:
         if token is not None and token < len(tokenizer):
@@ -262,7 +222,7 @@ def _text(tokens: list[int], constrained: bool, alphabet: LLMTimeAlphabet,
     return "".join(text)
 
 
-def _parse_all(texts: list[list[str]], codec: Codec, horizon_steps: int,
+def _parse_all(texts: list[list[str]], fmt: LLMTimeFormat, horizon_steps: int,
                n_vars: int) -> tuple[np.ndarray, np.ndarray]:
     n_sys, n_samples = len(texts), len(texts[0])
     samples = np.full((n_sys, n_samples, horizon_steps, n_vars), np.nan)
@@ -270,7 +230,7 @@ def _parse_all(texts: list[list[str]], codec: Codec, horizon_steps: int,
     for s in range(n_sys):
         for n in range(n_samples):
             try:
-                samples[s, n] = parse_forecast(texts[s][n], codec, horizon_steps, n_vars)
+                samples[s, n] = fmt.parse(texts[s][n], horizon_steps, n_vars)
                 parsed[s, n] = True
             except ValueError:
                 pass  # recorded: parsed[s, n] stays False, samples stay NaN

@@ -20,6 +20,8 @@ from transformers import (
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.errors import ModelLoadError
+from lora_forecast.flops import Architecture, resolve_lora_targets
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,9 @@ DTYPES = {"auto": "auto", "fp32": torch.float32, "bf16": torch.bfloat16, "fp16":
 
 
 def tiny_qwen2_config(cfg: ModelConfig) -> Qwen2Config:
-    """A small Qwen2 shape with the real vocabulary, RoPE theta and norm eps of Qwen2.5."""
+    """A small Qwen2 shape with the real vocabulary, RoPE theta and norm eps of Qwen2.5, and
+    the special tokens of the Qwen2.5 tokenizer it is paired with."""
+    tokenizer = qwen_tokenizer()
     return Qwen2Config(
         vocab_size=QWEN2_5_VOCAB_ROWS,
         hidden_size=cfg.hidden_size,
@@ -40,9 +44,9 @@ def tiny_qwen2_config(cfg: ModelConfig) -> Qwen2Config:
         rope_theta=1_000_000.0,
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-        pad_token_id=151643,
+        bos_token_id=tokenizer.pad_token_id,  # Qwen2.5 has no BOS: <|endoftext|> as in its config
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -73,15 +77,20 @@ def check_model_available(cfg: ModelConfig) -> None:
 
 
 def _load_pretrained(cfg: ModelConfig) -> PreTrainedModel:
+    attn = None if cfg.attn_implementation == "auto" else cfg.attn_implementation
     try:
         return AutoModelForCausalLM.from_pretrained(
             cfg.name_or_path,
             revision=cfg.revision,
             dtype=DTYPES.get(cfg.dtype, cfg.dtype),
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=attn,  # None: transformers' choice (sdpa where supported)
         )
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise _unavailable(cfg, exc) from None
+    except ValueError as exc:  # e.g. an attention implementation the family lacks
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"model.name_or_path: cannot load {cfg.name_or_path!r}: "
+                             f"{reason}") from None
 
 
 def load_base_model(cfg: ModelConfig) -> PreTrainedModel:
@@ -94,7 +103,8 @@ def load_base_model(cfg: ModelConfig) -> PreTrainedModel:
         model = _load_pretrained(cfg)
     else:
         config = tiny_qwen2_config(cfg)
-        config._attn_implementation = cfg.attn_implementation
+        config._attn_implementation = ("sdpa" if cfg.attn_implementation == "auto"
+                                       else cfg.attn_implementation)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
             model = Qwen2ForCausalLM(config)
@@ -114,12 +124,18 @@ def add_lm_head_bias(model: PreTrainedModel) -> torch.nn.Parameter:
 
 
 def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
-    """Freeze the base model and wrap ``cfg.target_modules`` with LoRA (A Kaiming, B zeros)."""
+    """Freeze the base model and wrap ``cfg.target_modules`` with LoRA (A Kaiming, B zeros).
+
+    The targets are resolved for the model's family exactly as the FLOPs accounting resolves
+    them (null = its q/v, ``all-linear``, or names), so what is trained is what is counted.
+    """
+    targets = resolve_lora_targets(Architecture.from_hf_config(model.config),
+                                   cfg.target_modules)
     peft_config = PeftLoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.scaling_alpha,
         lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
+        target_modules=list(targets),
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -5,88 +5,43 @@ A forecast of ``horizon_steps`` steps with ``n_vars`` variables and ``decimals``
     number (',' number){n_vars - 1}  (';' number (',' number){n_vars - 1}){horizon_steps - 1}
     number = digit{1..max_int_digits} ('.' digit{decimals})?   ('.' part iff decimals > 0)
 
-e.g. ``"0.25,1.50;0.27,1.47"`` (2 steps, 2 variables, 2 decimals). Qwen tokenises each of these
-characters as one token, so the grammar runs over single-character token ids. There is no
-trailing ';': the sequence is complete right after the last fraction digit of the last variable
-of the last step. Leading zeros are allowed ("007"); a lone "0" is allowed.
+e.g. ``"0.25,1.50;0.27,1.47"`` (2 steps, 2 variables, 2 decimals). Every symbol is one token of
+the tokenizer (:class:`lora_forecast.llmtime.tokens.TokenTable`); in the ``digit_spaced``
+layout a joiner token stands between consecutive digits, and the grammar requires it there.
+There is no trailing ';': the sequence is complete right after the last fraction digit of the
+last variable of the last step. Leading zeros are allowed ("007"); a lone "0" is allowed.
 
 Negative numbers are NOT allowed: the populations we forecast are non-negative, and forbidding
 '-' removes a whole class of nonsense forecasts. (Prompts may still contain '-'.)
 
-With ``decimals == 0`` the end of the last number is ambiguous ("1" or "12"?), so there the
-grammar also allows EOS after each digit of the last number; the EOS is then part of the
-constrained sequence. With ``decimals > 0`` the sequence ends without EOS.
+With ``decimals == 0`` (integers, also the ``digits`` number format) the end of the last
+number is ambiguous ("1" or "12"?), so there the grammar also allows EOS after each digit of
+the last number; the EOS is then part of the constrained sequence. With ``decimals > 0`` the
+sequence ends without EOS.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from transformers import LogitsProcessor, PreTrainedTokenizerBase
+from transformers import LogitsProcessor
 
-# Token ids of the real Qwen2.5 tokenizer (see SPEC.md); '-' is looked up from the tokenizer.
-QWEN_DIGIT_IDS = tuple(range(15, 25))  # '0'..'9'
-QWEN_DOT_ID, QWEN_COMMA_ID, QWEN_SEMICOLON_ID = 13, 11, 26
+from lora_forecast.llmtime.codec import DIGITS, POINT, STEP_SEP, VARIABLE_SEP
+from lora_forecast.llmtime.tokens import TokenTable
 
 INT, FRAC, DONE = 0, 1, 2  # phases of GrammarState
 
 
-@dataclass(frozen=True)
-class LLMTimeAlphabet:
-    """Single-character token ids of the LLMTIME alphabet, and char <-> id mapping.
-
-    Never tokenise LLMTIME text with ``tokenizer(text)``: Qwen merges ".," into one token (2572),
-    which would break the one-character-one-token grammar. :meth:`encode` maps characters.
-    """
-
-    digits: tuple[int, ...] = QWEN_DIGIT_IDS
-    dot: int = QWEN_DOT_ID
-    comma: int = QWEN_COMMA_ID
-    semicolon: int = QWEN_SEMICOLON_ID
-    minus: int | None = None
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> LLMTimeAlphabet:
-        """Look every character up as a single token in ``tokenizer``'s vocabulary."""
-        from lora_forecast.data.windows import alphabet_ids  # the one validated lookup
-
-        ids = alphabet_ids(tokenizer)
-        return cls(tuple(ids[d] for d in "0123456789"), ids["."], ids[","], ids[";"], ids["-"])
-
-    @property
-    def char_to_id(self) -> dict[str, int]:
-        table = dict(zip("0123456789", self.digits, strict=True))
-        table.update({".": self.dot, ",": self.comma, ";": self.semicolon})
-        if self.minus is not None:
-            table["-"] = self.minus
-        return table
-
-    def encode(self, text: str) -> list[int]:
-        """Map each character to its token id: ``"1.2;"`` -> ``[16, 13, 17, 26]``."""
-        table = self.char_to_id
-        try:
-            return [table[c] for c in text]
-        except KeyError as exc:
-            raise ValueError(f"character {exc.args[0]!r} is not in the LLMTIME alphabet") from None
-
-    def decode(self, ids: list[int]) -> str:
-        """Inverse of :meth:`encode`; ids outside the alphabet raise ``ValueError``."""
-        table = {i: c for c, i in self.char_to_id.items()}
-        try:
-            return "".join(table[i] for i in ids)
-        except KeyError as exc:
-            raise ValueError(f"token id {exc.args[0]} is not in the LLMTIME alphabet") from None
-
-
 class GrammarState(NamedTuple):
-    """Position in the forecast: time step, variable, phase (INT/FRAC/DONE), digits in phase."""
+    """Position in the forecast: time step, variable, phase (INT/FRAC/DONE), digits in phase,
+    and whether a joiner was just written (a digit must follow)."""
 
     step: int = 0
     var: int = 0
     phase: int = INT
     count: int = 0
+    joined: bool = False
 
 
 class LLMTimeGrammar:
@@ -97,14 +52,12 @@ class LLMTimeGrammar:
         decimals: fraction digits per number (0: integers, no '.').
         horizon_steps: time steps to produce (joined by ';', no trailing ';').
         max_int_digits: most digits before the '.' (at least one is required).
-        alphabet: token ids of the characters.
-        eos_id: the only token allowed once the sequence is complete.
-        end_ids: tokens accepted (and ignored) after completion, e.g. EOS and pad.
+        tokens: the tokenizer's symbol ids, joiner and end tokens; EOS is the only token
+            allowed once the sequence is complete, EOS and pad are accepted after it.
     """
 
-    def __init__(self, n_vars: int, decimals: int, horizon_steps: int, max_int_digits: int = 3,
-                 alphabet: LLMTimeAlphabet | None = None, eos_id: int = 151645,
-                 end_ids: tuple[int, ...] = (151645, 151643)) -> None:
+    def __init__(self, n_vars: int, decimals: int, horizon_steps: int, max_int_digits: int,
+                 tokens: TokenTable) -> None:
         for name, value, low in (("n_vars", n_vars, 1), ("decimals", decimals, 0),
                                  ("horizon_steps", horizon_steps, 1),
                                  ("max_int_digits", max_int_digits, 1)):
@@ -112,9 +65,12 @@ class LLMTimeGrammar:
                 raise ValueError(f"{name}: must be >= {low}, got {value}")
         self.n_vars, self.decimals = n_vars, decimals
         self.horizon_steps, self.max_int_digits = horizon_steps, max_int_digits
-        self.alphabet = alphabet or LLMTimeAlphabet()
-        self.eos_id = eos_id
-        self.end_ids = frozenset((eos_id, *end_ids))
+        self.tokens = tokens
+        self.digits = tuple(tokens.ids[d] for d in DIGITS)
+        self.dot, self.joiner = tokens.ids[POINT], tokens.joiner
+        self.comma, self.semicolon = tokens.ids[VARIABLE_SEP], tokens.ids[STEP_SEP]
+        self.eos_id = tokens.eos_id
+        self.end_ids = frozenset((tokens.eos_id, tokens.pad_id))
         self._allowed_cache: dict[GrammarState, tuple[int, ...]] = {}
 
     @property
@@ -125,7 +81,7 @@ class LLMTimeGrammar:
     def max_length(self) -> int:
         """Most tokens one complete sequence can take (EOS included when decimals == 0)."""
         numbers = self.horizon_steps * self.n_vars
-        per_number = self.max_int_digits + (1 + self.decimals if self.decimals else 0)
+        per_number = self.tokens.number_tokens(self.max_int_digits, self.decimals)
         return numbers * per_number + (numbers - 1) + (0 if self.decimals else 1)
 
     def is_done(self, state: GrammarState) -> bool:
@@ -135,7 +91,7 @@ class LLMTimeGrammar:
         return state.step == self.horizon_steps - 1 and state.var == self.n_vars - 1
 
     def _separator(self, state: GrammarState) -> int:
-        return self.alphabet.comma if state.var < self.n_vars - 1 else self.alphabet.semicolon
+        return self.comma if state.var < self.n_vars - 1 else self.semicolon
 
     def allowed(self, state: GrammarState) -> tuple[int, ...]:
         """Token ids that may follow ``state`` (only ``eos_id`` once done)."""
@@ -147,11 +103,14 @@ class LLMTimeGrammar:
     def _compute_allowed(self, state: GrammarState) -> tuple[int, ...]:
         if state.phase == DONE:
             return (self.eos_id,)
-        digits = self.alphabet.digits
+        if state.joined:  # a joiner is always followed by a digit
+            return self.digits
+        # Another digit: directly, or (digit_spaced layout) after a joiner.
+        digits = (self.joiner,) if self.joiner is not None and state.count else self.digits
         if state.phase == INT:
             out = list(digits) if state.count < self.max_int_digits else []
             if state.count >= 1 and self.decimals:
-                out.append(self.alphabet.dot)
+                out.append(self.dot)
             elif state.count >= 1:  # integer-only numbers end after any digit
                 out.append(self.eos_id if self._last_number(state) else self._separator(state))
             return tuple(out)
@@ -167,12 +126,13 @@ class LLMTimeGrammar:
             raise ValueError(f"token {token} after a complete forecast (only EOS/pad allowed)")
         if token not in self.allowed(state):
             raise ValueError(f"token {token} not allowed in state {state}")
-        a = self.alphabet
-        if token == a.dot:
+        if token == self.joiner:
+            return state._replace(joined=True)
+        if token == self.dot:
             return GrammarState(state.step, state.var, FRAC, 0)
-        if token == a.comma:
+        if token == self.comma:
             return GrammarState(state.step, state.var + 1, INT, 0)
-        if token == a.semicolon:
+        if token == self.semicolon:
             return GrammarState(state.step + 1, 0, INT, 0)
         if token == self.eos_id:
             return GrammarState(state.step, state.var, DONE, 0)

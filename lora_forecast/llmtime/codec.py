@@ -1,8 +1,17 @@
 """LLMTIME text codec: a (steps x variables) array <-> a string an LLM can continue.
 
 Format (SPEC.md): scale x -> x / alpha, round to ``decimals``, join the variables of a time
-step with ',' and time steps with ';', no spaces, no trailing ';'. Qwen2.5 tokenises each digit
-separately, so every value costs a fixed number of tokens.
+step with ',' and time steps with ';', no spaces, no trailing ';'. This module owns the
+symbols of that text (:data:`DIGITS`, :data:`POINT`, :data:`VARIABLE_SEP`, :data:`STEP_SEP`,
+:data:`MINUS`); how each symbol becomes a token of a given tokenizer is
+:mod:`lora_forecast.llmtime.tokens`' concern.
+
+Two number formats (``number_format``):
+
+* ``decimal`` (the reference study's): ``0.25,1.50;0.27,1.47``;
+* ``digits`` (LLMTIME's fixed-precision digits without the point): the same values times
+  ``10**decimals`` written as integers, ``25,150;27,147``. Same information, fewer symbols:
+  no point, no leading zeros.
 """
 
 from __future__ import annotations
@@ -13,9 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DIGITS = "0123456789"
+POINT = "."
 VARIABLE_SEP = ","
 STEP_SEP = ";"
+MINUS = "-"
+NUMBER_FORMATS = ("decimal", "digits")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_INTEGER = re.compile(r"-?\d+")
 
 
 class ForecastParseError(ValueError):
@@ -37,20 +51,39 @@ class LLMTimeCodec:
         '0.25,1.37'
         >>> LLMTimeCodec(alpha=10.0).decode("0.25,1.37", n_vars=2)
         array([[ 2.5, 13.7]])
+        >>> LLMTimeCodec(alpha=1.0, number_format="digits").encode(np.array([[0.25, 1.5]]))
+        '25,150'
 
     Args:
         alpha: scale (> 0, finite); values are divided by it before rounding.
         decimals: digits after the point, 0..6 (0 writes integers without a point).
+        number_format: ``decimal`` or ``digits`` (see the module docstring).
     """
 
     alpha: float
     decimals: int = 2
+    number_format: str = "decimal"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"alpha must be finite and > 0, got {self.alpha}")
         if not 0 <= self.decimals <= 6:
             raise ValueError(f"decimals must be in 0..6, got {self.decimals}")
+        if self.number_format not in NUMBER_FORMATS:
+            raise ValueError(f"number_format must be one of {NUMBER_FORMATS}, "
+                             f"got {self.number_format!r}")
+
+    @property
+    def written_decimals(self) -> int:
+        """Digits written after a point: ``decimals`` for ``decimal``, 0 for ``digits``."""
+        return self.decimals if self.number_format == "decimal" else 0
+
+    def max_digits(self, max_int_digits: int) -> tuple[int, int]:
+        """(most digits before the point or of the whole integer, digits after the point)
+        of a written number whose scaled value has at most ``max_int_digits`` integer digits."""
+        if self.number_format == "decimal":
+            return max_int_digits, self.decimals
+        return max_int_digits + self.decimals, 0
 
     def quantize(self, values: np.ndarray) -> np.ndarray:
         """The values ``decode(encode(values))`` returns: ``round(x / alpha, decimals) * alpha``."""
@@ -66,29 +99,36 @@ class LLMTimeCodec:
             raise ValueError("cannot encode NaN or inf values")
         # + 0.0 turns -0.0 (a small negative rounded to zero) into 0.0, so no "-0.00".
         scaled = np.round(arr / self.alpha, self.decimals) + 0.0
-        fmt = f"{{:.{self.decimals}f}}".format
+        if self.number_format == "digits":
+            scaled = np.rint(scaled * 10**self.decimals) + 0.0
+        fmt = f"{{:.{self.written_decimals}f}}".format
         return STEP_SEP.join(VARIABLE_SEP.join(map(fmt, row)) for row in scaled.tolist())
 
     def decode(self, text: str, n_vars: int) -> np.ndarray:
         """LLMTIME text -> array [T, n_vars], multiplied back by alpha.
 
-        Lenient where it is harmless: any number of decimals per value and one trailing ';'
-        (a generation that stopped after a separator) are accepted.
+        Lenient where it is harmless: any number of decimals per value (``decimal``) and one
+        trailing ';' (a generation that stopped after a separator) are accepted.
 
         Raises:
             ForecastParseError: empty text, a step with the wrong number of values, an empty
-                field, or a field that is not a plain decimal number.
+                field, or a field that is not a number of this format.
         """
         if n_vars < 1:
             raise ValueError(f"n_vars must be >= 1, got {n_vars}")
         body = text[:-1] if text.endswith(STEP_SEP) else text
         if not body:
             raise ForecastParseError("empty text: no time steps to decode")
-        rows = [_parse_step(step, i, n_vars) for i, step in enumerate(body.split(STEP_SEP))]
-        return np.array(rows, dtype=np.float64).reshape(len(rows), n_vars) * self.alpha
+        pattern = _NUMBER if self.number_format == "decimal" else _INTEGER
+        steps = body.split(STEP_SEP)
+        rows = [_parse_step(step, i, n_vars, pattern) for i, step in enumerate(steps)]
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), n_vars)
+        if self.number_format == "digits":
+            values = values / 10**self.decimals
+        return values * self.alpha
 
 
-def _parse_step(step: str, index: int, n_vars: int) -> list[float]:
+def _parse_step(step: str, index: int, n_vars: int, pattern: re.Pattern[str]) -> list[float]:
     fields = step.split(VARIABLE_SEP)
     if len(fields) != n_vars:
         raise ForecastParseError(
@@ -96,35 +136,9 @@ def _parse_step(step: str, index: int, n_vars: int) -> list[float]:
     for j, field in enumerate(fields):
         if not field:
             raise ForecastParseError(f"step {index}, value {j}: empty field in {step!r}")
-        if not _NUMBER.fullmatch(field):
+        if not pattern.fullmatch(field):
             raise ForecastParseError(f"step {index}, value {j}: {field!r} is not a number")
     return [float(field) for field in fields]
-
-
-def tokens_per_step_upper_bound(
-    n_vars: int, decimals: int, max_int_digits: int, signed: bool = False
-) -> int:
-    """Most characters (= tokens under per-character tokenisation) one time step can take.
-
-    Per value: optional '-' (when ``signed``), up to ``max_int_digits`` integer digits, and
-    '.' plus ``decimals`` digits when decimals > 0; plus one separator per value (',' between
-    values and the ';' ending the step). Qwen merges can only make the real count smaller.
-
-    Example:
-        >>> tokens_per_step_upper_bound(n_vars=2, decimals=2, max_int_digits=1)  # "1.23,4.56;"
-        10
-
-    Args:
-        n_vars: variables per step.
-        decimals: digits after the point.
-        max_int_digits: most digits before the point.
-        signed: count a '-' per value.
-
-    Returns:
-        The bound in tokens.
-    """
-    per_value = int(signed) + max_int_digits + (decimals + 1 if decimals > 0 else 0)
-    return n_vars * (per_value + 1)
 
 
 def choose_alpha(train_values: np.ndarray, quantile: float = 0.99, target: float = 9.0) -> float:
