@@ -23,6 +23,9 @@ NUMBER_FORMATS = ("decimal", "digits")  # lora_forecast.llmtime.codec (kept impo
 SCHEDULES = ("constant", "linear", "cosine")
 HEADS = ("full", "numeric")
 ACCOUNTINGS = ("seed", "exact")
+LAYOUTS = ("auto", "long", "wide")
+MISSING = ("error", "interpolate")
+SCALINGS = ("global", "per_series")
 SCHEMA_NAME = "schema"  # each group's structured-config option (conf/<group>/*.yaml defaults)
 
 
@@ -150,6 +153,18 @@ class DataConfig:
     decimals: int = 2
     number_format: str = "decimal"
     context_tokens: int = 512
+    # tables (path ending .csv/.parquet; see lora_forecast/data/tabular.py)
+    layout: str = "auto"
+    id_column: str = "series_id"
+    time_column: str = "time"
+    value_columns: list[str] | None = None
+    variable_column: str = "variable"
+    value_column: str = "value"
+    missing: str = "error"
+    # scaling: global (alpha) or LLMTIME per-series (each series / a quantile of its context)
+    scaling: str = "global"
+    scale_quantile: float = 0.9
+    scale_offset: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
@@ -157,6 +172,14 @@ class DataConfig:
             "data.source",
             f"must be file or synthetic, got {self.source!r}",
         )
+        for key, value, allowed in (("layout", self.layout, LAYOUTS),
+                                    ("missing", self.missing, MISSING),
+                                    ("scaling", self.scaling, SCALINGS)):
+            _require(value in allowed, f"data.{key}", f"must be one of {allowed}, got {value!r}")
+        _require(0 < self.scale_quantile <= 1, "data.scale_quantile",
+                 f"must be in (0, 1], got {self.scale_quantile}")
+        _require(self.scale_offset >= 0, "data.scale_offset",
+                 f"must be >= 0, got {self.scale_offset}")
         _require(0 <= self.decimals <= 6, "data.decimals", f"must be in 0..6, got {self.decimals}")
         _require(self.number_format in NUMBER_FORMATS, "data.number_format",
                  f"must be one of {NUMBER_FORMATS}, got {self.number_format!r}")
@@ -286,6 +309,7 @@ class EvalConfig:
     bootstrap: int = 1000
     plot_systems: int = 4
     baselines: list[str] = field(default_factory=list)
+    season_length: int = 1
     skip_llm: bool = False
     compile: bool = False
 
@@ -302,6 +326,8 @@ class EvalConfig:
             self.horizon_steps >= 1, "eval.horizon_steps", f"must be >= 1, got {self.horizon_steps}"
         )
         _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.season_length >= 1, "eval.season_length",
+                 f"must be >= 1, got {self.season_length}")
         _require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")
         _require(self.temperature > 0, "eval.temperature", f"must be > 0, got {self.temperature}")
         _require(0 < self.top_p <= 1, "eval.top_p", f"must be in (0, 1], got {self.top_p}")

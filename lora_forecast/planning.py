@@ -9,18 +9,22 @@ Shared by the task (admission, ``budget.dry_run``) and the sweeper (admission be
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lora_forecast.config import ModelConfig, Settings
 from lora_forecast.data.loader import read_shape
-from lora_forecast.data.splits import split_systems
+from lora_forecast.data.splits import SystemSplit, split_systems
 from lora_forecast.data.windows import count_windows
 from lora_forecast.errors import ConfigError
 from lora_forecast.flops import Architecture, count_flops, resolve_lora_targets
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenLayoutError
 
 QWEN2_5_0_5B_IDS = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B")
+Counter = Callable[..., float]  # flops_counter's count(mode, context_tokens, **kw)
 # Adding a step's cost max_steps times in floats can exceed per_step * max_steps by a few ulps.
 # Reserving this relative margin keeps the meter (spent <= reservation) and the ledger
 # (spend <= budget) exact comparisons without ever refusing a predicted step.
@@ -72,6 +76,91 @@ def data_shape(settings: Settings) -> tuple[int, int, int]:
     return read_shape(Path(data.path))
 
 
+def series_lengths(settings: Settings) -> tuple[np.ndarray, int, bool]:
+    """Steps of every series, the variables, and whether any value is negative (a '-' sign
+    to count): HDF5 and synthetic data from metadata; a table is read (and validated) here,
+    so a bad table fails before anything is reserved, and ragged lengths are known exactly."""
+    data = settings.data
+    if data.source == "synthetic" or Path(data.path).suffix.lower() in (".h5", ".hdf5"):
+        n_systems, n_steps, n_vars = data_shape(settings)
+        return np.full(n_systems, n_steps, dtype=np.int64), n_vars, False
+    from lora_forecast.data.sources import read_series
+
+    series = read_series(data.path, data)
+    return series.lengths, series.n_vars, any(bool((v < 0).any()) for v in series.values)
+
+
+def eval_series_count(settings: Settings, lengths: np.ndarray) -> int:
+    """Test series the protocol will forecast: those with ``context + horizon`` steps, at most
+    ``eval.n_systems`` (the same rule as :func:`cut_series_windows`).
+
+    Raises:
+        ConfigError: no test series is long enough.
+    """
+    ev = settings.eval
+    eligible = int((lengths >= ev.context_steps + ev.horizon_steps).sum())
+    if eligible == 0:
+        raise ConfigError(
+            f"eval.context_steps + eval.horizon_steps = {ev.context_steps + ev.horizon_steps} "
+            f"exceeds the length of every test series (longest {int(lengths.max())})")
+    return eligible if ev.n_systems is None else min(ev.n_systems, eligible)
+
+
+# ---- what the data's shape already rules out (before anything is reserved) -------------------
+
+
+def _data_name(settings: Settings) -> str:
+    data = settings.data
+    return f"data.path={data.path}" if data.source == "file" else "the synthetic data"
+
+
+def check_fits_data(settings: Settings, lengths: np.ndarray) -> SystemSplit:
+    """Reject a config the data's shape cannot serve, before any FLOP is reserved.
+
+    Every check that needs only the series' lengths lives here, so the task (admission,
+    ``budget.dry_run``) and the sweeper (admission before launch) refuse the same configs with
+    the same one line, instead of a run failing after its reservation. The evaluation rules
+    are the protocol's (:func:`lora_forecast.evaluation.protocol.cut_series_windows`): only
+    series with ``context + horizon`` steps are forecast. A series shorter than
+    ``data.context_tokens`` is not an error: it becomes one padded training window.
+
+    Args:
+        settings: the validated run settings.
+        lengths: ``[S]`` steps of every series (:func:`series_lengths`).
+
+    Returns:
+        The system split the run will use.
+
+    Raises:
+        ConfigError: one line naming the key that does not fit the data.
+    """
+    ev, split, n_systems = settings.eval, settings.data.split, len(lengths)
+    try:
+        systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
+    except ValueError as exc:
+        raise ConfigError(f"data.split: {exc} ({_data_name(settings)})") from exc
+    finetunes = settings.task == "finetune" and settings.train.max_steps > 0
+    for name, needed in (("train", finetunes), ("val", finetunes), ("test", True)):
+        if needed and len(getattr(systems, name)) == 0:
+            raise ConfigError(f"data.split.{name}: the {name} split of {n_systems} series is "
+                              f"empty (fraction {getattr(split, name)}); the run needs it")
+    end = ev.context_steps + ev.horizon_steps
+    eligible = int((lengths[systems.test] >= end).sum())
+    if eligible == 0:
+        raise ConfigError(
+            f"eval.context_steps + eval.horizon_steps: {ev.context_steps} + {ev.horizon_steps} = "
+            f"{end} exceeds the length of every test series (longest "
+            f"{int(lengths[systems.test].max())}) of {_data_name(settings)}")
+    if ev.n_systems is not None and ev.n_systems > eligible:
+        raise ConfigError(
+            f"eval.n_systems: {ev.n_systems} exceeds the {eligible} test series long enough for "
+            f"{end} steps ({len(systems.test)} in the test split of {n_systems} series)")
+    if finetunes and settings.train.eval_forecast and not (lengths[systems.val] >= end).any():
+        raise ConfigError(f"train.eval_forecast: no validation series has the {end} steps of "
+                          f"eval.context_steps + eval.horizon_steps")
+    return systems
+
+
 @dataclass(frozen=True)
 class RunShape:
     """Token counts that drive the cost, all upper bounds."""
@@ -81,37 +170,53 @@ class RunShape:
     n_train_windows: int
     n_val_windows: int
     n_evaluations: int
+    n_val_forecast_systems: int
     n_test_systems: int
     prompt_tokens: int
     horizon_tokens: int
 
 
-def run_shape(settings: Settings) -> RunShape:
-    """Bound the run's token counts from the config and the data file's shape."""
-    n_systems, n_steps, n_vars = data_shape(settings)
+def run_shape(settings: Settings,
+              series: tuple[np.ndarray, int, bool] | None = None) -> RunShape:
+    """Bound the run's token counts from the config and the data file's shape (``series``:
+    :func:`series_lengths`, when the caller already has it)."""
+    lengths, n_vars, signed = series or series_lengths(settings)
     split = settings.data.split
-    systems = split_systems(n_systems, split.train, split.val, split.test, split.seed)
-    per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
-    series_tokens = n_steps * per_step - 1
+    systems = split_systems(len(lengths), split.train, split.val, split.test, split.seed)
+    fmt = token_format(settings)
+    per_step = fmt.max_tokens_per_step(n_vars, settings.eval.max_int_digits)
+    per_step += n_vars if signed else 0  # one '-' per number of a series with negatives
+    series_tokens = lengths * per_step - 1  # [S] upper bounds, one per (ragged) series
     context = settings.data.context_tokens
-    n_val = count_windows([series_tokens] * len(systems.val), context, context)
+    n_val = count_windows([int(n) for n in series_tokens[systems.val]], context, context)
     if settings.train.val_max_windows is not None:
         n_val = min(n_val, settings.train.val_max_windows)
-    n_test = (
-        len(systems.test)
-        if settings.eval.n_systems is None
-        else min(settings.eval.n_systems, len(systems.test))
-    )
+    n_test = eval_series_count(settings, lengths[systems.test])
+    end = settings.eval.context_steps + settings.eval.horizon_steps
+    val_long_enough = int((lengths[systems.val] >= end).sum())  # what the validator forecasts
     return RunShape(
         n_vars=n_vars,
         tokens_per_step=per_step,
-        n_train_windows=count_windows([series_tokens] * len(systems.train), context, context // 2),
+        n_train_windows=count_windows([int(n) for n in series_tokens[systems.train]], context,
+                                      context // 2),
         n_val_windows=n_val,
-        n_evaluations=settings.train.max_steps // settings.train.eval_every + 1,
+        # the loop validates every eval_every steps and at the last step
+        n_evaluations=-(-settings.train.max_steps // settings.train.eval_every),
+        n_val_forecast_systems=min(settings.train.eval_forecast_systems, val_long_enough),
         n_test_systems=n_test,
         prompt_tokens=settings.eval.context_steps * per_step,
-        horizon_tokens=settings.eval.horizon_steps * per_step - 1,
+        horizon_tokens=_generation_cap(settings, fmt, n_vars),  # the grammar has no '-'
     )
+
+
+def _generation_cap(settings: Settings, fmt: LLMTimeFormat, n_vars: int) -> int:
+    """The forecaster's own cap on the tokens one sample generates (the grammar's longest
+    forecast, +1 for the EOS of free decoding): a bound the meter can never pass."""
+    from lora_forecast.forecasting.forecaster import max_new_tokens
+
+    ev = settings.eval
+    grammar = fmt.grammar(n_vars, ev.horizon_steps, ev.max_int_digits)
+    return max_new_tokens(grammar, ev.constrained)
 
 
 @dataclass(frozen=True)
@@ -122,8 +227,9 @@ class CostPrediction:
     validation: float
     forecasting: float
     accounting: str
-    per_train_step: float
-    per_val_window: float
+    per_train_step: float  # one optimiser step, all processes
+    per_val_window: float  # one validation window forward, all processes
+    per_val_forecast: float = 0.0  # one forecast validation (``train.eval_forecast``), bound
 
     @property
     def total(self) -> float:
@@ -175,39 +281,73 @@ def data_parallel_processes() -> int:
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
+def system_forecast_cost(count: Counter, prompt_tokens: int, generated: Sequence[int]) -> float:
+    """FLOPs of forecasting one system: ONE prefill of its prompt (shared by its samples; it
+    yields every sample's first token) plus each sample's remaining decode, i.e.
+    ``prefill + sum(count(g) - prefill)``, summed as ``count(g_1) + sum_rest(count(g) - prefill)``
+    so that one sample costs exactly ``count(prompt, g)``. Samples that generated nothing cost
+    nothing. The one formula behind the prediction (upper-bound token counts) and the meter
+    (the tokens really generated)."""
+    made = [count("inference", int(prompt_tokens), new_tokens=int(g)) for g in generated if g > 0]
+    if not made:
+        return 0.0
+    prefill = count("inference", int(prompt_tokens), new_tokens=1)
+    return made[0] + sum(full - prefill for full in made[1:])
+
+
+def forecast_cost(settings: Settings, prompt_tokens: Sequence[int],
+                  generated_tokens: Sequence[Sequence[int]]) -> float:
+    """Metered FLOPs of forecasts made: :func:`system_forecast_cost` summed over systems.
+
+    Args:
+        settings: the run settings (model, LoRA, head and accounting).
+        prompt_tokens: ``[S]`` real prompt tokens per system.
+        generated_tokens: ``[S, N]`` tokens each sample really generated.
+
+    Returns:
+        FLOPs, in the run's accounting.
+    """
+    count = flops_counter(settings)
+    return sum(system_forecast_cost(count, p, row)
+               for p, row in zip(prompt_tokens, generated_tokens, strict=True))
+
+
 def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPrediction:
     """Predicted FLOPs of the configured run: training, validation and forecasting.
 
-    Training: ``max_steps`` optimiser steps of ``batch_size x grad_accum`` full windows per
-    process. Validation: ``max_steps // eval_every + 1`` evaluations (the last step always
-    evaluates) of the capped validation windows, plus forecasting a validation subset when
-    ``train.eval_forecast`` (greedy, one sample), per process. Forecasting, on the main process
-    only: every scored test system's prompt is prefilled once (yielding the first token of all
-    its samples), then each of its ``eval.num_samples`` samples decodes the rest.
+    First rejects configs the data's shape cannot serve (:func:`check_fits_data`), so every
+    caller refuses them before reserving anything. Training: ``max_steps`` optimiser steps of
+    ``batch_size x grad_accum`` full windows per process. Validation: one evaluation every
+    ``eval_every`` steps and at the last step (``ceil(max_steps / eval_every)``) of the capped
+    validation windows, plus, when ``train.eval_forecast``, a greedy forecast of the first
+    ``eval_forecast_systems`` validation series long enough, per process. Forecasting, on the
+    main process only: :func:`system_forecast_cost` of every scored test series with
+    ``eval.num_samples`` samples. Token counts are upper bounds (:func:`run_shape`), so the
+    meter never exceeds it.
     """
+    series = series_lengths(settings)
+    check_fits_data(settings, series[0])
     if settings.task == "baselines":
         return CostPrediction(0.0, 0.0, 0.0, settings.budget.accounting, 0.0, 0.0)
     arch = arch or architecture_for(settings.model)
-    shape = run_shape(settings)
+    shape = run_shape(settings, series)
     count = flops_counter(settings, arch)
     context, train = settings.data.context_tokens, settings.train
     processes = data_parallel_processes()
     per_step = processes * count("train", context, batch_size=train.batch_size * train.grad_accum)
     per_window = processes * count("forward", context)
-    forecast_one = count("inference", shape.prompt_tokens, new_tokens=shape.horizon_tokens)
-    prefill = count("inference", shape.prompt_tokens, new_tokens=1)
-    training = validation = 0.0
+    greedy_one = system_forecast_cost(count, shape.prompt_tokens, [shape.horizon_tokens])
+    training = validation = per_val_forecast = 0.0
     if settings.task == "finetune" and train.max_steps > 0:
         training = per_step * train.max_steps
-        validation = shape.n_evaluations * shape.n_val_windows * per_window
         if train.eval_forecast:
-            per_eval = processes * train.eval_forecast_systems * forecast_one
-            validation += shape.n_evaluations * per_eval
+            per_val_forecast = processes * shape.n_val_forecast_systems * greedy_one
+        per_eval = shape.n_val_windows * per_window + per_val_forecast
+        validation = shape.n_evaluations * per_eval
     forecasting = 0.0
     if not settings.eval.skip_llm:
-        # prefill + N x (forecast_one - prefill), written so that N == 1 is exactly forecast_one
-        extra = (settings.eval.num_samples - 1) * (forecast_one - prefill)
-        forecasting = shape.n_test_systems * (forecast_one + extra)
-    return CostPrediction(
-        training, validation, forecasting, settings.budget.accounting, per_step, per_window
-    )
+        samples = [shape.horizon_tokens] * settings.eval.num_samples
+        forecasting = shape.n_test_systems * system_forecast_cost(
+            count, shape.prompt_tokens, samples)
+    return CostPrediction(training, validation, forecasting, settings.budget.accounting,
+                          per_step, per_window, per_val_forecast)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,18 @@ from accelerate.utils import set_seed
 
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
+from lora_forecast.data.scaling import SeriesScale
 from lora_forecast.evaluation.metrics import mse, score_forecasts
 from lora_forecast.evaluation.plots import plot_error_per_step, plot_forecasts
-from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
+from lora_forecast.evaluation.protocol import SeriesWindows, cut_series_windows, score_baselines
+from lora_forecast.forecast.runs import SCALING_FILE
 from lora_forecast.forecasting import forecast
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
 from lora_forecast.models.tokenizer import load_tokenizer
-from lora_forecast.planning import CostPrediction, flops_counter, predict_cost
+from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost
+from lora_forecast.results import write_json_atomic
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
 from lora_forecast.training.signals import StopRequest
 
@@ -65,13 +69,19 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     data = prepare_data(settings.data)
     fmt = LLMTimeFormat.for_tokenizer(data.codec, load_tokenizer(settings.model))
     if main:
-        data.split.save(run_dir / "split.json")
-    window = cut_eval_windows(
-        data.trajectories[data.split.test], data.time, settings.eval.context_steps,
+        data.split.save(run_dir / "split.json", ids=data.series.ids)
+        write_json_atomic(run_dir / SCALING_FILE, data.scaling.to_dict())
+    window = cut_series_windows(
+        data.series.subset(data.split.test), settings.eval.context_steps,
         settings.eval.horizon_steps, settings.eval.n_systems,
     )  # fmt: skip
+    if window.skipped:
+        log.info("evaluation: %d test series too short for %d + %d steps, skipped",
+                 window.skipped, settings.eval.context_steps, settings.eval.horizon_steps)
     payload: dict[str, Any] = {"train": None, "metrics": None, "end_reason": "completed",
-                               "baselines": _baselines(settings, data)}  # fmt: skip
+                               "eval_series": {"ids": list(window.ids),
+                                               "skipped_too_short": window.skipped},
+                               "baselines": _baselines(settings, window)}  # fmt: skip
     if settings.task == "baselines" or settings.eval.skip_llm:
         return payload
     model = build_model(settings.model, settings.lora)
@@ -81,24 +91,24 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         if result.end_reason in ("interrupted", "pruned") or not main:
             return payload  # data-parallel ranks stop here; the main process forecasts once
         _load_best(model, run_dir)
-    fc = _forecast_test(settings, model, fmt, window.contexts, ctx)
+    fc = _forecast_test(settings, model, fmt, data.scale_of, window.contexts, ctx)
     if fc is None:
         payload["end_reason"] = "stopped_budget"
         return payload
     payload["metrics"] = _score(settings, window.truth, fc)
     if main:
-        _plots(run_dir, window, fc, payload, settings)
+        _plots(run_dir, window, fc, payload, settings, data.series.variables)
     return payload
 
 
-def _baselines(settings: Settings, data: PreparedData) -> dict[str, Any]:
+def _baselines(settings: Settings, window: SeriesWindows) -> dict[str, Any]:
     """Forecasters without an LLM on the same test systems and protocol."""
     if not settings.eval.baselines:
         return {}
     ev = settings.eval
-    return evaluate_baselines(
-        list(ev.baselines), data.trajectories[data.split.test], data.time, ev.context_steps,
-        ev.horizon_steps, ev.n_systems, ev.bootstrap, ev.seed,
+    return score_baselines(
+        list(ev.baselines), window.contexts, window.truth, window.t_context, window.t_future,
+        ev.bootstrap, ev.seed, ev.season_length,
     )  # fmt: skip
 
 
@@ -119,14 +129,15 @@ def train(settings: Settings, model: torch.nn.Module, data: PreparedData, fmt: L
           run_dir: Path, ctx: RunContext) -> TrainResult:
     """Build the windows and run the :class:`Trainer`."""
     context = settings.data.context_tokens
-    train_set = token_windows(fmt, data.trajectories[data.split.train], context, context // 2)
-    val_set = token_windows(fmt, data.trajectories[data.split.val], context, context)
+    train_set = token_windows(fmt, data.scaled_series(data.split.train), context, context // 2)
+    val_set = token_windows(fmt, data.scaled_series(data.split.val), context, context)
     log.info("windows: %d train, %d validation (%d tokens)", len(train_set), len(val_set), context)
     hooks = TrainHooks(
         loss_fn=batch_loss_fn(settings.model.head, fmt),
         meter=ctx.meter,
         step_flops=ctx.prediction.per_train_step,
         val_window_flops=ctx.prediction.per_val_window,
+        val_forecast_flops=ctx.prediction.per_val_forecast,
         tracker=ctx.tracker,
         reporter=ctx.reporter,
         forecast_validator=_forecast_validator(settings, data, fmt, ctx),
@@ -145,27 +156,36 @@ def _load_best(model: torch.nn.Module, run_dir: Path) -> None:
         load_trainable_state(model, torch.load(best, weights_only=True))
 
 
-def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext) -> float:
-    """Metered cost of the forecasts made: per system, ONE prefill of its prompt (shared by its
-    samples; it yields every sample's first token) plus each sample's remaining decode:
-    ``prefill + sum(count(g) - prefill)``, summed as ``count(g_1) + sum_rest(count(g) - prefill)``
-    so that one sample costs exactly ``count(prompt, g)`` (greedy numbers unchanged)."""
-    count = flops_counter(settings)
-    total = 0.0
-    for p, row in zip(fc.prompt_tokens, fc.generated_tokens, strict=True):
-        made = [count("inference", int(p), new_tokens=int(g)) for g in row if g > 0]
-        if made:
-            prefill = count("inference", int(p), new_tokens=1)
-            total += made[0] + sum(full - prefill for full in made[1:])
-    return total
+def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext | None) -> float:
+    """Metered cost of the forecasts made, by the planner's one formula
+    (:func:`lora_forecast.planning.forecast_cost`) on the tokens really used."""
+    return forecast_cost(settings, fc.prompt_tokens, fc.generated_tokens)
+
+
+def forecast_scaled(settings: Settings, model: torch.nn.Module, fmt: LLMTimeFormat,
+                    scale_of: Callable[[np.ndarray], SeriesScale],
+                    contexts: np.ndarray | list[np.ndarray], progress: bool = True,
+                    n_samples: int | None = None) -> Any:
+    """Forecast each context in original units: scaled by ``scale_of(context)`` (identity
+    under global scaling, where ``fmt``'s codec divides by alpha), then mapped back."""
+    scales = [scale_of(c) for c in contexts]
+    scaled = [s.apply(c) for s, c in zip(scales, contexts, strict=True)]
+    if len({c.shape for c in scaled}) == 1:
+        scaled = np.stack(scaled)  # [S, Tc, V]: one batch layout, as before ragged inputs
+    fc = _run_forecast(settings, model, fmt, scaled, progress, n_samples)
+
+    def back(a: np.ndarray) -> np.ndarray:
+        return np.stack([s.invert(x) for s, x in zip(scales, a, strict=True)])
+    return replace(fc, point=back(fc.point), lower=back(fc.lower), upper=back(fc.upper),
+                   samples=back(fc.samples))
 
 
 def _run_forecast(
     settings: Settings,
     model: torch.nn.Module,
     fmt: LLMTimeFormat,
-    contexts: np.ndarray,
-    ctx: RunContext,
+    contexts: np.ndarray | list[np.ndarray],
+    progress: bool,
     n_samples: int | None = None,
 ) -> Any:
     model.eval()
@@ -182,7 +202,7 @@ def _run_forecast(
         max_int_digits=settings.eval.max_int_digits,
         seed=settings.eval.seed,
         logits_fn=logits_fn_for(settings.model.head, model, fmt.head_ids(include_eos=True)),
-        progress=ctx.progress,
+        progress=progress,
         compile=settings.eval.compile,
     )
 
@@ -191,13 +211,14 @@ def _forecast_test(
     settings: Settings,
     model: torch.nn.Module,
     fmt: LLMTimeFormat,
+    scale_of: Callable[[np.ndarray], SeriesScale],
     contexts: np.ndarray,
     ctx: RunContext,
 ) -> Any | None:
     """Forecast the test systems if the reservation still covers it (else None)."""
     if not ctx.meter.can_afford(ctx.prediction.forecasting):
         return None
-    fc = _run_forecast(settings, model, fmt, contexts, ctx)
+    fc = forecast_scaled(settings, model, fmt, scale_of, contexts, ctx.progress)
     ctx.meter.add(_forecast_cost(settings, fc, ctx), "forecasting")
     ctx.meter.flush()
     return fc
@@ -208,13 +229,14 @@ def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForm
     """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``)."""
     if not settings.train.eval_forecast:
         return None
-    systems = data.trajectories[data.split.val][: settings.train.eval_forecast_systems]
-    contexts, truth, _, _ = cut_eval_windows(
-        systems, data.time, settings.eval.context_steps, settings.eval.horizon_steps, None
-    )
+    val = cut_series_windows(data.series.subset(data.split.val), settings.eval.context_steps,
+                             settings.eval.horizon_steps, None)
+    n = min(settings.train.eval_forecast_systems, len(val.ids))
+    contexts, truth = val.contexts[:n], val.truth[:n]
 
     def validate(model: torch.nn.Module) -> tuple[float, float]:
-        fc = _run_forecast(settings, model, fmt, contexts, ctx, n_samples=1)
+        fc = forecast_scaled(settings, model, fmt, data.scale_of, contexts, ctx.progress,
+                             n_samples=1)
         parsed = fc.parsed.any(axis=1)
         err = mse(truth[parsed], fc.point[parsed]) if parsed.any() else math.inf
         model.train()
@@ -224,11 +246,14 @@ def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForm
     return validate
 
 
-def _plots(run_dir: Path, window: Any, fc: Any, payload: dict[str, Any],
-           settings: Settings) -> None:
+def _plots(run_dir: Path, window: SeriesWindows, fc: Any, payload: dict[str, Any],
+           settings: Settings, variables: tuple[str, ...]) -> None:
+    shared = (window.t_context == window.t_context[0]).all()  # one time axis for all series
+    named = {} if variables[0] == "var0" else {"variable_names": variables}
     plot_forecasts(
         run_dir / "forecasts.png", window.contexts, window.truth, fc.point, fc.lower, fc.upper,
-        window.t_context, window.t_future, n_systems=settings.eval.plot_systems,
+        window.t_context[0] if shared else None, window.t_future[0] if shared else None,
+        n_systems=settings.eval.plot_systems, **named,
     )  # fmt: skip
     per_step = {"LLM": payload["metrics"]["mse_per_step"]}
     per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})

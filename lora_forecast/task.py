@@ -12,22 +12,27 @@ import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from omegaconf import DictConfig
 
 from lora_forecast.budget.callback import read_run_id, write_run_id
 from lora_forecast.budget.guard import format_dry_run, rejection_message
+from lora_forecast.budget.journal import JOURNAL_FILE, CarriedSpend, carried_spend
 from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import Settings, resolved_config, to_settings
-from lora_forecast.errors import BudgetExceededError, LoraForecastError
+from lora_forecast.errors import BudgetExceededError, ConfigError, LoraForecastError
+from lora_forecast.job import discard_unused_run_dir, job_log_file, log_to_file, rerun_command
 from lora_forecast.models.build import check_model_available
-from lora_forecast.planning import CostPrediction, predict_cost
+from lora_forecast.planning import CostPrediction, data_parallel_processes, predict_cost
 from lora_forecast.results import config_digest, write_results
+from lora_forecast.summary import SummaryContext, format_summary
 from lora_forecast.tracking import make_tracker
+from lora_forecast.training import checkpoint as ckpt
 from lora_forecast.training.signals import graceful_stop
 
 log = logging.getLogger(__name__)
@@ -65,28 +70,39 @@ def run_task(cfg: DictConfig, run_dir: Path, *, multirun: bool = False) -> float
     or inside a multirun, where the sweeper records them as a failed trial).
     """
     try:
-        return _run_task(cfg, run_dir)
+        return _run_task(cfg, run_dir, multirun)
     except LoraForecastError as exc:
+        log_to_file(f"error: {exc}", logging.ERROR)
+        if not multirun:  # stopped before anything ran: no empty run folder is left behind
+            discard_unused_run_dir(run_dir, Path(cfg.output_dir))
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else 1)
+    except Exception:  # a bug: Hydra prints it; the run's log keeps the traceback too
+        log_to_file(traceback.format_exc(), logging.ERROR)
+        raise
 
 
-def _run_task(cfg: DictConfig, run_dir: Path) -> float | None:
+def _run_task(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> float | None:
     settings = to_settings(cfg)
     config = resolved_config(cfg)
+    if not settings.budget.dry_run and settings.task != "baselines" and not settings.eval.skip_llm:
+        check_model_available(settings.model)  # first: a fresh clone learns about the model
     prediction = predict_cost(settings)
     if settings.budget.dry_run:
         print(format_dry_run(prediction, _remaining_read_only(settings), settings.budget.max_flops))
+        if not multirun:  # a dry run writes nothing under outputs/runs
+            discard_unused_run_dir(run_dir, Path(cfg.output_dir))
         return None
-    if settings.task != "baselines" and not settings.eval.skip_llm:
-        check_model_available(settings.model)  # fail before anything is reserved or written
-    ledger = Ledger(settings.budget.ledger_url)
+    # ranks > 0 of a data-parallel job never open the ledger: rank 0 reserves, meters, settles
+    main = PartialState(cpu=not _has_cuda()).is_main_process  # the Accelerator's shared state
+    ledger = Ledger(settings.budget.ledger_url) if main else None
     try:
         return _admitted_run(settings, config, prediction, ledger, run_dir)
     finally:
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
 
 
 def _remaining_read_only(settings: Settings) -> float:
@@ -117,31 +133,55 @@ def _admit(
     ledger: Ledger,
     run_dir: Path,
 ) -> FlopsMeter:
-    """Reserve the predicted FLOPs (or reopen the run being resumed); reject if over budget."""
+    """Reserve the predicted FLOPs (or reopen the run being resumed); reject if over budget.
+
+    A resumed run reserves its whole-run prediction plus the work it must redo (done after its
+    checkpoint, lost in a crash: charged again, see :mod:`lora_forecast.budget.journal`), and
+    its meter starts from everything it has spent.
+    """
     budget = settings.budget
+    run_id = _previous_run_id(settings, run_dir)
+    carried = _carried_spend(settings, run_dir, run_id)
     reservation = ledger.reserve(
         study=budget.study,
         experiment=settings.experiment,
         config_digest=config_digest(config),
         accounting=budget.accounting,
-        predicted=prediction.total,
+        predicted=prediction.total + carried.redone,
         budget=budget.max_flops,
-        run_id=_previous_run_id(settings, run_dir),
+        run_id=run_id,
     )
     if isinstance(reservation, Rejection):
-        write_results(
-            run_dir,
-            {
-                **_identity(settings, config, reservation.run_id),
-                "status": "rejected",
-                "end_reason": "rejected",
-                "flops": _flops_block(settings, prediction, 0.0, ledger),
-            },
-        )
+        results = {
+            **_identity(settings, config, reservation.run_id),
+            "status": "rejected",
+            "end_reason": "rejected",
+            "flops": _flops_block(settings, prediction, 0.0, ledger),
+        }
+        write_results(run_dir, results)
+        _announce(settings, results, run_dir)
         raise BudgetExceededError(rejection_message(reservation))
     write_run_id(run_dir, reservation.run_id)
     ledger.start(reservation.run_id)
-    return FlopsMeter.from_reservation(ledger, reservation)
+    meter = FlopsMeter.from_reservation(ledger, reservation, journal=run_dir / JOURNAL_FILE)
+    meter.load_state_dict({"run_id": reservation.run_id, "spent": carried.spent})
+    return meter
+
+
+def _carried_spend(settings: Settings, run_dir: Path, run_id: str | None) -> CarriedSpend:
+    """What the run being resumed already spent, and how much of it its checkpoint keeps."""
+    train = settings.train
+    state = None
+    if train.resume_from is not None:
+        try:
+            state = ckpt.read_state(Path(train.resume_from))
+        except (ValueError, OSError) as exc:  # before anything is reserved
+            raise ConfigError(f"train.resume_from: {exc}") from exc
+    elif run_id is not None:
+        state = ckpt.latest_state(run_dir / "checkpoints")
+    if run_id is None:
+        return CarriedSpend()
+    return carried_spend(run_dir / JOURNAL_FILE, run_id, state)
 
 
 def _previous_run_id(settings: Settings, run_dir: Path) -> str | None:
@@ -168,14 +208,20 @@ def _admitted_run(
     settings: Settings,
     config: dict[str, Any],
     prediction: CostPrediction,
-    ledger: Ledger,
+    ledger: Ledger | None,
     run_dir: Path,
 ) -> float | None:
     from lora_forecast.run import RunContext, run  # model/data stack only for admitted runs
+    from lora_forecast.training.distributed import from_rank0
     from lora_forecast.training.pruning import TrialReporter
 
     accelerator = Accelerator(mixed_precision=precision_for(settings), cpu=not _has_cuda())
     main = accelerator.is_main_process
+    predicted_processes = data_parallel_processes()
+    if accelerator.num_processes != predicted_processes:  # nothing is reserved yet
+        raise LoraForecastError(f"launcher: WORLD_SIZE={predicted_processes} but accelerate runs "
+                                f"{accelerator.num_processes} process(es); launch with torchrun")
+    run_dir = Path(from_rank0(accelerator, str(run_dir)))  # Hydra's ${now} may differ per rank
     meter = (
         _admit(settings, config, prediction, ledger, run_dir)
         if main
@@ -205,8 +251,9 @@ def _admitted_run(
     finally:
         meter.settle(status)
         if main:
-            _record(settings, run_dir, identity, status, payload, started, prediction, meter,
-                    ledger, tracker)  # fmt: skip
+            results = _record(settings, run_dir, identity, status, payload, started,
+                              prediction, meter, ledger, tracker)  # fmt: skip
+            _announce(settings, results, run_dir, sys.exc_info()[1])
     if status == "interrupted":
         raise RunInterrupted(
             f"run interrupted; resume with train.resume=auto hydra.run.dir={run_dir}"
@@ -218,8 +265,8 @@ def _record(
     settings: Settings, run_dir: Path, identity: dict[str, Any], status: str,
     payload: dict[str, Any], started: float, prediction: CostPrediction, meter: FlopsMeter,
     ledger: Ledger, tracker: Any,
-) -> None:  # fmt: skip
-    """Write results.json (whatever the status) and close the tracker with the summary."""
+) -> dict[str, Any]:  # fmt: skip
+    """Write results.json (whatever the status), close the tracker; return the results."""
     payload.setdefault("end_reason", status)
     flops = _flops_block(settings, prediction, meter.spent, ledger)
     results = {**identity, "status": status, **payload, "seconds": time.time() - started,
@@ -227,6 +274,18 @@ def _record(
     write_results(run_dir, results)
     if tracker is not None:
         _finish_tracker(tracker, run_dir, results)
+    return results
+
+
+def _announce(settings: Settings, results: dict[str, Any], run_dir: Path,
+              error: BaseException | None = None) -> None:  # fmt: skip
+    """Print the end-of-run summary and write it to the run's log."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0] if error else None
+    ctx = SummaryContext(run_dir=str(run_dir), command=rerun_command(),
+                         monitor=settings.train.monitor, log_file=job_log_file(), error=reason)
+    text = format_summary(results, ctx)
+    print(text, flush=True)
+    log_to_file(text)
 
 
 def _has_cuda() -> bool:

@@ -116,3 +116,37 @@ def test_ceiling_measures_positive_rates():
 def test_training_benchmark_needs_both_variants():
     with pytest.raises(SystemExit):
         training.main(["--variants", "numeric"])
+
+
+def test_gpu_check_prints_its_json_contract_on_cpu(capsys):
+    """The GPU check at toy size on CPU: the JSON keys README promises, numbers that follow from
+    each other, and MFU null off the GPU table (CPU)."""
+    from benchmarks import gpu_check
+
+    summary = gpu_check.main(["--device", "cpu", "--layers", "2", "--steps", "2", "--batch", "1",
+                              "--context", "32", "--systems", "2", "--context-steps", "4",
+                              "--horizon", "2"])  # fmt: skip
+    assert _last_json_line(capsys) == pytest.approx(summary)
+    assert summary["device"] == "cpu" and summary["layers"] == 2 and summary["steps"] == 2
+    assert summary["mfu"] is None and summary["bf16_peak_flops_per_s"] is None
+    assert summary["step_s"] > 0 and summary["peak_memory_gib"] > 0
+    assert summary["train_tokens_per_s"] == pytest.approx(32 / summary["step_s"])
+    assert summary["achieved_flops_per_s"] == pytest.approx(
+        summary["step_flops"] / summary["step_s"])
+    # 2 systems x 2 steps x 2 variables, each value >= 4 tokens ('d.dd') plus a separator
+    assert summary["forecast_tokens"] >= 2 * 2 * 2 * 4 and summary["forecast_parsed"] == 2
+    assert summary["forecast_tokens_per_s"] == pytest.approx(
+        summary["forecast_tokens"] / summary["forecast_s"])
+
+
+def test_gpu_check_mfu_table_matches_device_names():
+    from benchmarks.gpu_check import BF16_PEAK
+
+    def peak(name: str) -> float | None:
+        return next((p for key, p in BF16_PEAK if key in name), None)
+
+    assert peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak("NVIDIA H100 PCIe") == 756e12
+    assert peak("NVIDIA H200") == 989e12
+    assert peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak("Tesla T4") is None

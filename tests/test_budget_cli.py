@@ -202,3 +202,51 @@ def test_callback_in_a_real_hydra_multirun(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     table = ok.stdout[ok.stdout.index("FLOPs budget of study 'lv'"):]
     assert [line.split()[0] for line in table.splitlines()[3:6]] == ["x1", "x2", "x3"]
+
+
+# ---- which study: listing, the only one, --study ----------------------------------------------
+
+
+def _add(url: str, study: str, experiment: str, spent: float, budget: float = BUDGET) -> None:
+    with Ledger(url) as ledger:
+        run = ledger.reserve(study=study, experiment=experiment, config_digest="d",
+                             accounting="exact", predicted=2 * spent, budget=budget)
+        ledger.start(run.run_id)
+        ledger.finish(run.run_id, "completed", spent)
+
+
+def test_report_without_study_reports_the_only_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    _add(url, "smoke", "smoke", 4e8)
+    done = _cli("report", "--ledger", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("study 'smoke' in sqlite:///")
+    row = next(line for line in done.stdout.splitlines() if line.startswith("smoke"))
+    assert row.split()[2:5] == ["completed", "8.000e+08", "4.000e+08"]
+
+
+def test_report_without_study_lists_several_and_study_picks_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    _add(url, "smoke", "smoke", 4e8)
+    _add(url, "lv", "default", 2e16, budget=1e17)
+    _add(url, "lv", "final", 3e16, budget=1e17)
+    listing = _cli("report", "--ledger", url, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].startswith("2 studies in sqlite:///") and "--study NAME" in lines[0]
+    assert lines[1].split() == ["study", "runs", "spent", "FLOPs", "reserved", "FLOPs", "budget",
+                                "%", "of", "budget"]
+    assert lines[2].split() == ["smoke", "1", "4.000e+08", "0.000e+00", "1.000e+17", "0.00"]
+    assert lines[3].split() == ["lv", "2", "5.000e+16", "0.000e+00", "1.000e+17", "50.00"]
+    picked = _cli("report", "--ledger", url, "--study", "lv", cwd=tmp_path)
+    assert picked.returncode == 0 and picked.stdout.startswith("study 'lv' in")
+    assert [line.split()[0] for line in picked.stdout.splitlines()[3:5]] == ["default", "final"]
+
+
+def test_report_of_an_unknown_study_names_the_studies_there(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    _add(url, "smoke", "smoke", 4e8)
+    done = _cli("report", "--ledger", url, "--study", "default", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: --study: no study 'default' in {url} "
+                                   "(studies: smoke)")

@@ -106,7 +106,10 @@ def test_missing_file_message_is_the_relative_path(tmp_path: Path, monkeypatch) 
     for fn in (load_trajectories, read_shape):
         with pytest.raises(DataFormatError) as info:
             fn("nope.h5")
-        assert str(info.value) == "nope.h5: file not found"
+        assert str(info.value) == (
+            "nope.h5: file not found; pass data.path=/path/to/file.h5, or use data=synthetic "
+            "(generated, no file needed), or write it with "
+            "`python -m lora_forecast.data generate --out nope.h5`")
 
 
 def test_not_hdf5_and_directory(tmp_path: Path) -> None:

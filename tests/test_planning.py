@@ -24,8 +24,8 @@ def test_default_experiment_with_seed_accounting_matches_spec_formulas(compose_c
     assert cost.training == pytest.approx(3 * seed_forward(512) * 4 * 2000, rel=1e-12)
     # 1000 systems -> 100 val series of 100 steps; <= 12 tokens a step (2 integer digits,
     # point, 2 decimals, 2 variables): 1199 tokens -> 3 windows each, capped at 64 windows;
-    # 2000 // 100 + 1 = 21 evaluations.
-    assert cost.validation == pytest.approx(21 * 64 * seed_forward(512), rel=1e-12)
+    # evaluations at steps 100, 200, ..., 2000 (the last step is one of them): 20.
+    assert cost.validation == pytest.approx(20 * 64 * seed_forward(512), rel=1e-12)
     # 100 test systems, prompt 50 x 12 tokens, 10 x 12 - 1 new tokens, no KV cache (seed rule).
     assert cost.forecasting == pytest.approx(100 * seed_forward(600) * 119, rel=1e-12)
     assert cost.total == pytest.approx(cost.training + cost.validation + cost.forecasting)

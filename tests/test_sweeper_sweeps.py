@@ -193,3 +193,28 @@ def test_two_workers_share_one_study_and_complete_exactly_n_trials(tmp_path):
     assert [d.name for d in launched_dirs(tmp_path, "shared")] == sorted(
         f"trial_{t.number}" for t in complete)
     assert all((d / "results.json").is_file() for d in launched_dirs(tmp_path, "shared"))
+
+
+@pytest.mark.parametrize("bad_first", ["missing-file", "shape-check"])
+def test_a_trial_failing_admission_is_failed_and_the_sweep_goes_on(tmp_path, bad_first):
+    """A 2-point grid with a point that cannot run: it FAILs with the error and nothing is
+    reserved for it, the other point runs to completion, the sweep exits normally."""
+    from lora_forecast.data.generator import ensure_synthetic
+
+    good = ensure_synthetic(tmp_path / "good.h5", 40, 0)
+    if bad_first == "missing-file":
+        grid = [f"data.path=choice({tmp_path / 'missing.h5'},{good})", "eval.n_systems=2"]
+        error = "DataFormatError: " + str(tmp_path / "missing.h5") + ": file not found"
+    else:
+        grid = [f"data.path={good}", "eval.n_systems=choice(100000,2)"]
+        error = "ConfigError: eval.n_systems: 100000 exceeds the 4 test series long enough"
+    batches = multirun(tmp_path, [*FAKE, "hydra/sweeper=budgeted_optuna", "data.source=file",
+                                  "hydra.sweeper.sampler.name=grid", *grid])
+    assert sum(len(b) for b in batches) == 1  # only the good point was launched
+    trials = study_of(tmp_path, "smoke-smoke").trials  # the grid sampler picks the order
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(trials) == 2 and len(failed) == 1
+    assert failed[0].user_attrs["error"].startswith(error), failed[0].user_attrs["error"]
+    assert results(tmp_path)["states"] == {"FAIL": 1, "COMPLETE": 1}
+    with Ledger(f"sqlite:///{tmp_path}/ledger.sqlite") as ledger:
+        assert [r.status for r in ledger.rows("smoke")] == ["completed"]

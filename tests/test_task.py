@@ -35,7 +35,7 @@ def no_model_or_data(monkeypatch) -> None:
 
     monkeypatch.setattr(build_module, "load_base_model", forbidden)
     monkeypatch.setattr(prepare_module, "ensure_synthetic", forbidden)
-    monkeypatch.setattr(prepare_module, "load_trajectories", forbidden)
+    monkeypatch.setattr(prepare_module, "read_series", forbidden)
 
 
 def ledger_path(tmp_path: Path) -> Path:
@@ -168,8 +168,10 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
         (["data.source=file", "data.path=/nonexistent.h5"], "/nonexistent.h5"),
         # Hydra's own composition errors, which it would print over several lines
         (["train.lr=abc"], "train.lr: Value 'abc'"),
-        (["train.lrr=1"], "train.lrr: Key 'lrr' not in"),
-        (["model=nope"], "Could not find 'model/nope' (available: qwen2.5-0.5b-instruct, tiny)"),
+        (["train.lrr=1"], "train.lrr: unknown key; did you mean train.lr?"),
+        (["model=nope"], "Could not find 'model/nope' (available: hf, llama-3.2-1b-instruct, "
+                         "qwen2.5-0.5b-instruct, qwen2.5-1.5b-instruct, qwen3-0.6b, "
+                         "smollm2-360m-instruct, tiny)"),
         (["train.lr=("], "Error parsing override 'train.lr=('"),
         (["train.lr=${oops}"], "train.lr: Interpolation key 'oops' not found"),
         (["hydra/sweeper=budgeted_optuna", "hydra.sweeper.sampler.name=nope", "--multirun"],

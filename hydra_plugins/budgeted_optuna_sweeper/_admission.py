@@ -22,6 +22,8 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 
+from lora_forecast.errors import LoraForecastError
+
 log = logging.getLogger(__name__)
 
 
@@ -98,12 +100,13 @@ class BudgetAdmission:
 
     def check(self, overrides: Sequence[str], pending: float) -> Verdict:
         """The verdict for one trial given the predictions already admitted in its batch."""
-        try:
+        try:  # compose, validate and predict: each fails only for this trial's config
             settings = self._settings(overrides)
-        except (ValueError, HydraException) as exc:  # this trial's config cannot work
+            predicted = float(self._predict(settings).total)  # also the data-shape checks
+        except (ValueError, HydraException, LoraForecastError) as exc:  # e.g. a missing data
+            # file or eval.n_systems beyond the test split: this trial FAILs, the sweep goes on
             return Verdict(False, 0.0, 0.0, pending, 0.0, "", error=f"{type(exc).__name__}: {exc}")
         budget = settings.budget
-        predicted = float(self._predict(settings).total)
         spend = self._ledger(budget.ledger_url, budget.study).study_spend(budget.study)
         admitted = self._fits(spend.committed, spend.reserved_open + pending, predicted,
                               budget.max_flops)

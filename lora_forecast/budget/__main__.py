@@ -1,6 +1,7 @@
 """``python -m lora_forecast.budget``: inspect and repair a study's FLOPs ledger.
 
     report    [--ledger URL] [--study NAME] [--budget FLOPS] [--format text|csv|markdown]
+              (without --study: the only study, or a list of the studies to pick from)
     reconcile [--ledger URL] [--study NAME] [--all-hosts --older-than SECONDS]
 
 Errors print one line on stderr and exit 2 (argparse's own usage errors do too).
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from lora_forecast.budget.ledger import Ledger
-from lora_forecast.budget.report import FORMATS, format_table
+from lora_forecast.budget.report import FORMATS, format_studies, format_table, studies_of
 from lora_forecast.config import BudgetConfig
 from lora_forecast.errors import LoraForecastError
 
@@ -26,12 +27,23 @@ def _report(args: argparse.Namespace) -> str:
     if args.budget is not None and args.budget <= 0:
         raise ValueError(f"--budget must be > 0, got {args.budget:g}")
     with Ledger(args.ledger, create=False) as ledger:
-        rows = ledger.rows(args.study)
-        recorded = ledger.study_spend(args.study).budget
+        every = ledger.rows()
+    studies = studies_of(every)
+    study = args.study or (studies[0] if len(studies) == 1 else None)
+    if study is None:
+        if not studies:
+            return f"no runs in {ledger.url} yet"
+        return (f"{len(studies)} studies in {ledger.url}; pick one with --study NAME\n"
+                f"{format_studies(every)}")
+    rows = [r for r in every if r.study == study]
+    if not rows:
+        raise ValueError(f"--study: no study {study!r} in {ledger.url} "
+                         f"(studies: {', '.join(studies) or 'none'})")
+    recorded = max(rows, key=lambda r: r.created_at).budget
     budget = next(b for b in (args.budget, recorded, DEFAULTS.max_flops) if b is not None)
     table = format_table(rows, budget, args.format)
     if args.format == "text":
-        return f"study '{args.study}' in {ledger.url}\n{table}"
+        return f"study '{study}' in {ledger.url}\n{table}"
     return table
 
 
@@ -52,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="print the study's FLOPs table")
     report.add_argument("--ledger", default=DEFAULTS.ledger_url, help="SQLAlchemy URL")
-    report.add_argument("--study", default=DEFAULTS.study)
+    report.add_argument("--study", default=None,
+                        help="default: the ledger's only study; with several, they are listed")
     report.add_argument("--budget", type=float, default=None,
                         help="max FLOPs (default: as recorded with the study's latest run)")
     report.add_argument("--format", choices=tuple(FORMATS), default="text")

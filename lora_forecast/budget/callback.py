@@ -17,6 +17,7 @@ How a job is found: right after its reservation the task writes the run id into
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 
 RUN_ID_FILE = ".run_id"
 _STATUS_ON_END = {JobStatus.FAILED: "failed", JobStatus.COMPLETED: "completed"}
+
+
+def _rank0() -> bool:
+    """Whether this is rank 0 of a data-parallel launch (or no launch): only rank 0 touches the
+    ledger. Read from the launcher's ``RANK`` because callbacks run before and after the job,
+    outside the process group the accelerator sets up."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def write_run_id(run_dir: str | Path, run_id: str) -> Path:
@@ -72,7 +80,7 @@ class BudgetCallback(Callback):
         return Ledger(self.ledger_url, base_dir=base_dir, create=create)
 
     def _reconcile(self, config: DictConfig) -> None:
-        if not self.reconcile_on_start:
+        if not self.reconcile_on_start or not _rank0():
             return
         try:  # no ledger yet means nothing to reconcile; never create one here (dry runs)
             ledger = self._ledger(config, create=False)
@@ -94,7 +102,7 @@ class BudgetCallback(Callback):
         run_dir = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
         run_id = read_run_id(run_dir or job_return.working_dir or ".")
         status = _STATUS_ON_END.get(job_return.status)
-        if run_id is None or status is None:
+        if run_id is None or status is None or not _rank0():
             return
         with self._ledger(config) as ledger:
             closed = ledger.abandon(run_id, status, note=f"closed by BudgetCallback: job {status}")

@@ -6,15 +6,19 @@ The training loop asks :meth:`FlopsMeter.can_afford` before each step or evaluat
 every eval interval, so a crash loses at most that much bookkeeping) and on :meth:`settle`.
 
 Spend is cumulative for the run: a resumed run restores it with :meth:`load_state_dict`, keeps
-its run_id, and the ledger row's spend is *set* to the cumulative figure, never added to.
+its run_id, and the ledger row's spend is *set* to the cumulative figure, never added to. It is
+never rewound either: with a ``journal`` (:mod:`lora_forecast.budget.journal`) the meter keeps
+the work done after the checkpoint it resumes from, so steps redone after a crash are charged.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from lora_forecast.budget.journal import write_journal
 from lora_forecast.budget.ledger import Ledger, Reservation
 
 KINDS = ("training", "validation", "forecasting")
@@ -30,11 +34,14 @@ class FlopsMeter:
         flush_every_s: :meth:`add` flushes when this many seconds passed since the last
             flush; ``None`` flushes only on demand.
         clock: monotonic seconds (injectable for tests).
+        journal: file rewritten with the cumulative spend after every :meth:`add` (needs a
+            ``run_id``); ``None`` keeps no journal.
     """
 
     def __init__(self, ledger: Ledger | None, run_id: str | None, reservation: float, *,
                  flush_every_s: float | None = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 journal: Path | None = None) -> None:
         if reservation < 0:
             raise ValueError(f"FlopsMeter: reservation must be >= 0, got {reservation}")
         if ledger is not None and not run_id:
@@ -47,6 +54,7 @@ class FlopsMeter:
         self._last_flush = clock()
         self._spent = dict.fromkeys(KINDS, 0.0)
         self.settled_status: str | None = None
+        self.journal = journal if run_id else None
 
     @classmethod
     def from_reservation(cls, ledger: Ledger | None, reservation: Reservation,
@@ -81,6 +89,8 @@ class FlopsMeter:
         if cost < 0:
             raise ValueError(f"FlopsMeter.add: cost must be >= 0, got {cost}")
         self._spent[kind] += float(cost)
+        if self.journal is not None and self.run_id:
+            write_journal(self.journal, self.run_id, self._spent)
         due = self.flush_every_s is not None and (
             self._clock() - self._last_flush >= self.flush_every_s)
         if due:
@@ -110,7 +120,11 @@ class FlopsMeter:
         return {"run_id": self.run_id, "spent": dict(self._spent)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the cumulative spend of the same run (replaces, never adds)."""
+        """Restore the cumulative spend of the same run: never adds, never rewinds.
+
+        Per kind the larger of the meter's figure and the state's: a meter already restored
+        from its journal keeps the work done after this (older) checkpoint.
+        """
         if self.run_id and state.get("run_id") and state["run_id"] != self.run_id:
             raise ValueError(f"FlopsMeter: checkpoint belongs to run {state['run_id']}, "
                              f"not {self.run_id}")
@@ -118,4 +132,4 @@ class FlopsMeter:
         unknown = sorted(set(spent) - set(KINDS))
         if unknown:
             raise ValueError(f"FlopsMeter: unknown spend kinds {unknown}; expected {KINDS}")
-        self._spent = {kind: float(spent.get(kind, 0.0)) for kind in KINDS}
+        self._spent = {kind: max(self._spent[kind], float(spent.get(kind, 0.0))) for kind in KINDS}

@@ -100,3 +100,31 @@ def format_table(rows: Sequence[RunRow], budget: float, fmt: str = "text") -> st
     except KeyError:
         raise ValueError(f"format: must be one of {tuple(FORMATS)}, got {fmt!r}") from None
     return render(rows, budget)
+
+
+def studies_of(rows: Sequence[RunRow]) -> list[str]:
+    """The studies in ``rows``, in the order of their first run."""
+    return list(dict.fromkeys(r.study for r in rows))
+
+
+def format_studies(rows: Sequence[RunRow]) -> str:
+    """One line per study: its runs, spend and budget (the latest row's max FLOPs).
+
+    Args:
+        rows: every ledger row, oldest first (``Ledger.rows()``).
+
+    Returns:
+        An aligned text table; the budget shown is the one recorded with the study's newest run.
+    """
+    cells = [("study", "runs", "spent FLOPs", "reserved FLOPs", "budget", "% of budget")]
+    for study in studies_of(rows):
+        mine = [r for r in rows if r.study == study]
+        budget = max(mine, key=lambda r: r.created_at).budget
+        spend = spend_of(mine)
+        cells.append((study, str(len(mine)), f"{spend.committed:.3e}",
+                      f"{spend.reserved_open:.3e}", f"{budget:.3e}",
+                      f"{_pct(spend.total, budget):.2f}"))
+    widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
+    return "\n".join("  ".join(v.ljust(w) if c == 0 else v.rjust(w)
+                               for c, (v, w) in enumerate(zip(row, widths, strict=True)))
+                     for row in cells)

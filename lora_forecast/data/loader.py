@@ -27,7 +27,9 @@ def _open(path: str | Path) -> h5py.File:
     """Open ``path`` read-only, turning 'missing' and 'not HDF5' into DataFormatError."""
     p = Path(path)
     if not p.exists():
-        raise _fail(path, "file not found")
+        raise _fail(path, f"file not found; pass data.path=/path/to/file.h5, or use "
+                          f"data=synthetic (generated, no file needed), or write it with "
+                          f"`python -m lora_forecast.data generate --out {path}`")
     if not p.is_file():
         raise _fail(path, "not a file")
     if not h5py.is_hdf5(p):

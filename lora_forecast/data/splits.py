@@ -56,11 +56,15 @@ class SystemSplit:
         """JSON-ready ``{"train": [...], "val": [...], "test": [...]}``."""
         return {name: [int(i) for i in getattr(self, name)] for name in SPLIT_NAMES}
 
-    def save(self, path: str | Path) -> Path:
-        """Write the split as JSON (creates parent folders), so a run's test set is on record."""
+    def save(self, path: str | Path, ids: tuple[str, ...] | None = None) -> Path:
+        """Write the split as JSON (creates parent folders), so a run's test set is on record;
+        with ``ids`` (one per series) also ``"ids": {"train": [...], ...}`` by series id."""
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps(self.to_dict()) + "\n")
+        payload: dict[str, Any] = self.to_dict()
+        if ids is not None:
+            payload["ids"] = {name: [ids[i] for i in getattr(self, name)] for name in SPLIT_NAMES}
+        dest.write_text(json.dumps(payload) + "\n")
         return dest
 
     @classmethod

@@ -2,12 +2,16 @@
 
 Every baseline forecasts one system from its context alone (no training set), through the
 signature written above :data:`BASELINES`. They are pure: no I/O, no global state, the input
-is never modified.
+is never modified. Besides our own (persistence, linear AR, ODE fits) the registry holds the
+classical forecasters users already trust, from statsforecast (``auto_arima``, ``auto_ets``,
+``theta``), fitted per variable, with their 80% prediction interval as the 10%/90% band.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -18,14 +22,29 @@ from lora_forecast.evaluation.ode_fit import ODE_MODELS, fit_and_forecast
 __all__ = [
     "BASELINES",
     "BaselineFn",
+    "Band",
     "forecast_baseline",
+    "forecast_baseline_band",
     "linear_ar",
     "ode_fit",
     "persistence",
+    "statsforecast_model",
 ]
 
-# fn(context [Tc, V], t_context [Tc], t_future [H]) -> forecast [H, V]
-BaselineFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+@dataclass(frozen=True)
+class Band:
+    """A point forecast ``[H, V]`` with its 10%/90% band (``lower``/``upper``, ``[H, V]``);
+    ``fallback`` marks a forecast that fell back to persistence (zero-width band)."""
+
+    point: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    fallback: bool = False
+
+
+# fn(context [Tc, V], t_context [Tc], t_future [H]) -> forecast [H, V] or a Band
+BaselineFn = Callable[[np.ndarray, np.ndarray, np.ndarray], "np.ndarray | Band"]
 
 
 def persistence(context: np.ndarray, t_context: np.ndarray, t_future: np.ndarray) -> np.ndarray:
@@ -142,19 +161,126 @@ def ode_fit(
     return persistence(context, t_context, t_future) if forecast is None else forecast
 
 
+def _statsforecast_models() -> dict[str, type]:
+    from statsforecast.models import AutoARIMA, AutoETS, Theta  # numba-compiled: import late
+
+    return {"AutoARIMA": AutoARIMA, "AutoETS": AutoETS, "Theta": Theta}
+
+
+def statsforecast_model(
+    context: np.ndarray,
+    t_context: np.ndarray,
+    t_future: np.ndarray,
+    *,
+    model: str,
+    season_length: int = 1,
+) -> Band:
+    """One statsforecast model fitted to each variable of the context on its own.
+
+    The 80% prediction interval (``level=[80]``) is the 10%/90% band, the same quantiles the
+    LLM's samples give. A context too short for the model (statsforecast raises on "tiny
+    datasets", e.g. AutoETS below 8 steps) falls back to :func:`persistence` with a zero-width
+    band and ``fallback=True``, so every system still gets a forecast and the count is known.
+    Steps are assumed equally spaced (times are not used).
+
+    Args:
+        context: ``[Tc, V]`` observed values.
+        t_context: ``[Tc]`` their times (unused).
+        t_future: ``[H]`` forecast times (only their count is used).
+        model: ``AutoARIMA``, ``AutoETS`` or ``Theta``.
+        season_length: the season in steps (1 = no seasonality).
+
+    Returns:
+        A :class:`Band` of ``[H, V]`` arrays.
+    """
+    context = np.asarray(context, dtype=np.float64)
+    horizon = len(t_future)
+    cls = _statsforecast_models()[model]
+    out = np.empty((3, horizon, context.shape[1]))  # (point, lower, upper) x [H, V]
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            for j in range(context.shape[1]):
+                fit = cls(season_length=season_length).forecast(
+                    y=context[:, j], h=horizon, level=[80])
+                out[:, :, j] = [np.asarray(fit[k], dtype=np.float64)
+                                for k in ("mean", "lo-80", "hi-80")]
+    except (NotImplementedError, ValueError, IndexError, ZeroDivisionError,
+            np.linalg.LinAlgError):
+        out[:] = persistence(context, t_context, t_future)
+        return Band(out[0], out[1], out[2], fallback=True)
+    if not np.isfinite(out).all():
+        out[:] = persistence(context, t_context, t_future)
+        return Band(out[0], out[1], out[2], fallback=True)
+    return Band(out[0], np.minimum(out[1], out[0]), np.maximum(out[2], out[0]))
+
+
 # Registry: name -> BaselineFn (signature above). Variants are partials, not new code paths.
 BASELINES: dict[str, BaselineFn] = {
     "persistence": persistence,
     "linear_ar": linear_ar,
     "ode_fit": ode_fit,
     "ode_fit_logistic": partial(ode_fit, model="logistic"),
+    "auto_arima": partial(statsforecast_model, model="AutoARIMA"),
+    "auto_ets": partial(statsforecast_model, model="AutoETS"),
+    "theta": partial(statsforecast_model, model="Theta"),
 }
+SEASONAL = frozenset({"auto_arima", "auto_ets", "theta"})  # take ``season_length``
+
+
+def _resolve(name: str, season_length: int) -> BaselineFn:
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; available: {', '.join(sorted(BASELINES))}")
+    fn = BASELINES[name]
+    return partial(fn, season_length=season_length) if name in SEASONAL else fn
+
+
+def forecast_baseline_band(
+    name: str,
+    contexts: np.ndarray | list[np.ndarray],
+    t_context: np.ndarray | list[np.ndarray],
+    t_future: np.ndarray | list[np.ndarray],
+    season_length: int = 1,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int]:
+    """Forecast every system with one registered baseline, with its band when it has one.
+
+    Args:
+        name: key of :data:`BASELINES`.
+        contexts: ``[S, Tc, V]``, or S arrays ``[Tc_s, V]`` of different lengths.
+        t_context: ``[Tc]`` shared times, or one array per system.
+        t_future: ``[H]`` shared forecast times, or one ``[H]`` array per system.
+        season_length: for the statsforecast models.
+
+    Returns:
+        ``(point [S, H, V], lower, upper, fallbacks)``: ``lower``/``upper`` are ``[S, H, V]``
+        for baselines with a band and None otherwise; ``fallbacks`` counts systems whose model
+        fell back to persistence.
+
+    Raises:
+        ConfigError: for an unknown name; the message lists the available ones.
+    """
+    fn = _resolve(name, season_length)
+    n = len(contexts)
+    t_cs = list(t_context) if _per_system(t_context, n) else [t_context] * n
+    t_fs = list(t_future) if _per_system(t_future, n) else [t_future] * n
+    results = [fn(np.asarray(c, dtype=np.float64), np.asarray(tc, dtype=np.float64),
+                  np.asarray(tf, dtype=np.float64))
+               for c, tc, tf in zip(contexts, t_cs, t_fs, strict=True)]
+    if not all(isinstance(r, Band) for r in results):
+        return np.stack([np.asarray(r) for r in results]), None, None, 0
+    stack = {k: np.stack([getattr(r, k) for r in results]) for k in ("point", "lower", "upper")}
+    return stack["point"], stack["lower"], stack["upper"], sum(r.fallback for r in results)
+
+
+def _per_system(times: np.ndarray | list[np.ndarray], n: int) -> bool:
+    """True when ``times`` holds one array per system rather than one shared axis."""
+    return isinstance(times, list | tuple) or np.ndim(times) == 2
 
 
 def forecast_baseline(
     name: str, contexts: np.ndarray, t_context: np.ndarray, t_future: np.ndarray
 ) -> np.ndarray:
-    """Forecast every system with one registered baseline.
+    """Point forecasts of every system with one registered baseline.
 
     Args:
         name: key of :data:`BASELINES`.
@@ -173,15 +299,7 @@ def forecast_baseline(
         ...                   np.arange(3, 5)).shape
         (2, 2, 2)
     """
-    if name not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; available: {', '.join(sorted(BASELINES))}")
-    fn = BASELINES[name]
     contexts = np.asarray(contexts, dtype=np.float64)
-    t_context = np.asarray(t_context, dtype=np.float64)
-    t_future = np.asarray(t_future, dtype=np.float64)
     if contexts.ndim != 3 or contexts.shape[1] != len(t_context):
         raise ValueError(f"contexts {contexts.shape} must be [S, Tc={len(t_context)}, V]")
-    out = np.empty((len(contexts), len(t_future), contexts.shape[2]))  # [S, H, V]
-    for i, context in enumerate(contexts):
-        out[i] = fn(context, t_context, t_future)
-    return out
+    return forecast_baseline_band(name, contexts, t_context, t_future)[0]

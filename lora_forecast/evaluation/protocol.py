@@ -8,15 +8,17 @@ same metrics (:func:`lora_forecast.evaluation.metrics.score_forecasts`) for ever
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from lora_forecast.errors import ConfigError
-from lora_forecast.evaluation.baselines import forecast_baseline
-from lora_forecast.evaluation.metrics import score_forecasts
+from lora_forecast.evaluation.baselines import forecast_baseline_band
+from lora_forecast.evaluation.metrics import interval_coverage, score_forecasts
 
-__all__ = ["EvalWindow", "cut_eval_windows", "evaluate_baselines"]
+__all__ = ["EvalWindow", "SeriesWindows", "cut_eval_windows", "cut_series_windows",
+           "evaluate_baselines", "numeric_time", "score_baselines"]
 
 
 class EvalWindow(NamedTuple):
@@ -94,6 +96,76 @@ def cut_eval_windows(
     )
 
 
+@dataclass(frozen=True)
+class SeriesWindows:
+    """Evaluation windows over ragged series: the first ``Tc`` steps of every series long
+    enough are context, the next ``H`` are scored; shorter series are skipped and counted.
+
+    Attributes:
+        contexts: ``[S, Tc, V]``; truth: ``[S, H, V]``.
+        t_context: ``[S, Tc]`` and t_future: ``[S, H]`` times as floats (see
+            :func:`numeric_time`), per series.
+        ids: the ``S`` series ids used; positions: their indices in the input.
+        skipped: series too short for ``Tc + H`` steps.
+    """
+
+    contexts: np.ndarray
+    truth: np.ndarray
+    t_context: np.ndarray
+    t_future: np.ndarray
+    ids: tuple[str, ...]
+    positions: np.ndarray
+    skipped: int
+
+
+def numeric_time(times: np.ndarray) -> np.ndarray:
+    """Times as float64: numbers unchanged, datetimes as days since the first one."""
+    times = np.asarray(times)
+    if np.issubdtype(times.dtype, np.datetime64):
+        return (times - times[0]) / np.timedelta64(1, "D")
+    return times.astype(np.float64)
+
+
+def cut_series_windows(series: Any, context_steps: int, horizon_steps: int,
+                       n_systems: int | None = None) -> SeriesWindows:
+    """Cut every series long enough into context and horizon (see :class:`SeriesWindows`).
+
+    Args:
+        series: a :class:`lora_forecast.data.series.SeriesSet`.
+        context_steps: ``Tc``; horizon_steps: ``H`` (both >= 1).
+        n_systems: use the first ``n`` series long enough; None = all of them.
+
+    Raises:
+        ConfigError: no series is long enough, or ``n_systems`` exceeds those that are.
+
+    Example:
+        >>> from lora_forecast.data.series import SeriesSet
+        >>> s = SeriesSet(("a", "b"), (np.ones((3, 1)), np.ones((5, 1))),
+        ...               (np.arange(3.0), np.arange(5.0)), ("x",))
+        >>> w = cut_series_windows(s, 3, 1)
+        >>> w.ids, w.skipped, w.contexts.shape
+        (('b',), 1, (1, 3, 1))
+    """
+    end = context_steps + horizon_steps
+    keep = np.flatnonzero(series.lengths >= end)
+    if keep.size == 0:
+        raise ConfigError(
+            f"eval.context_steps + eval.horizon_steps = {end} exceeds the length of every "
+            f"evaluation series (longest {int(series.lengths.max())})")
+    if n_systems is not None and not 1 <= n_systems <= keep.size:
+        raise ConfigError(f"eval.n_systems must be in [1, {keep.size}] (evaluation series long "
+                          f"enough) or null, got {n_systems}")
+    chosen = keep[: keep.size if n_systems is None else n_systems]
+    values = np.stack([series.values[i][:end] for i in chosen])  # [S, Tc + H, V]
+    times = np.stack([numeric_time(series.times[i])[:end] for i in chosen])  # [S, Tc + H]
+    return SeriesWindows(
+        contexts=values[:, :context_steps].copy(), truth=values[:, context_steps:].copy(),
+        t_context=times[:, :context_steps].copy(), t_future=times[:, context_steps:].copy(),
+        ids=tuple(series.ids[i] for i in chosen), positions=chosen,
+        skipped=int(len(series) - keep.size),
+    )
+
+
 def evaluate_baselines(
     names: Sequence[str],
     trajectories: np.ndarray,
@@ -103,6 +175,7 @@ def evaluate_baselines(
     n_systems: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    season_length: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Forecast and score every named baseline on the evaluation windows.
 
@@ -115,9 +188,11 @@ def evaluate_baselines(
         n_systems: first ``n`` systems; None = all.
         n_boot: bootstrap resamples for the confidence intervals.
         seed: bootstrap seed (the same for every baseline, so intervals are comparable).
+        season_length: season of the statsforecast models, in steps.
 
     Returns:
-        ``{name: score_forecasts(...) dict}``, JSON-ready.
+        ``{name: score_forecasts(...) dict}``, JSON-ready; baselines with a 10%/90% band
+        (statsforecast's 80% interval) add ``coverage_80`` and ``fallbacks``.
 
     Raises:
         ConfigError: for an unknown baseline name or windows that do not fit.
@@ -129,8 +204,29 @@ def evaluate_baselines(
         0.0
     """
     window = cut_eval_windows(trajectories, time, context_steps, horizon_steps, n_systems)
+    return score_baselines(names, window.contexts, window.truth, window.t_context,
+                           window.t_future, n_boot, seed, season_length)
+
+
+def score_baselines(
+    names: Sequence[str],
+    contexts: np.ndarray,
+    truth: np.ndarray,
+    t_context: np.ndarray,
+    t_future: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    season_length: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """Forecast and score every named baseline on given windows (see
+    :func:`evaluate_baselines`); times are shared axes or one array per system."""
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        point = forecast_baseline(name, window.contexts, window.t_context, window.t_future)
-        results[name] = score_forecasts(window.truth, point, n_boot=n_boot, seed=seed)
+        point, lower, upper, fallbacks = forecast_baseline_band(
+            name, contexts, t_context, t_future, season_length)
+        scores = score_forecasts(truth, point, n_boot=n_boot, seed=seed)
+        if lower is not None and upper is not None:
+            scores["coverage_80"] = interval_coverage(truth, lower, upper)
+            scores["fallbacks"] = int(fallbacks)
+        results[name] = scores
     return results

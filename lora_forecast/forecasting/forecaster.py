@@ -27,6 +27,7 @@ from lora_forecast.forecasting.decoding import (
     full_head_logits_fn,
 )
 from lora_forecast.llmtime import LLMTimeFormat
+from lora_forecast.llmtime.grammar import LLMTimeGrammar
 from lora_forecast.models.compiled import compiled
 
 QUANTILES = (0.1, 0.9)
@@ -82,6 +83,13 @@ class Forecast:
         return int((~self.parsed).sum())
 
 
+def max_new_tokens(grammar: LLMTimeGrammar, constrained: bool) -> int:
+    """Most tokens one forecast sample may generate: the grammar's longest sequence, plus one
+    (the EOS that ends free text) when decoding is unconstrained. The FLOPs prediction bounds
+    forecasts with this same cap (``lora_forecast.planning.run_shape``)."""
+    return grammar.max_length if constrained else grammar.max_length + 1
+
+
 def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
              contexts: np.ndarray | Sequence[np.ndarray], *, horizon_steps: int,
              batch_size: int = 16, constrained: bool = True, num_samples: int = 1,
@@ -133,11 +141,12 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
         logits_fn = compiled(logits_fn, "eval.compile", device.type)
     options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device,
                    jump_forward=jump_forward)
+    options.update(max_new_tokens=max_new_tokens(grammar, constrained))
     if constrained:
-        options.update(grammar=grammar, max_new_tokens=grammar.max_length)
+        options.update(grammar=grammar)
     else:
         options.update(semicolons=_separator_counts(fmt), horizon_steps=horizon_steps,
-                       eos_ids=(eos, pad), max_new_tokens=grammar.max_length + 1)
+                       eos_ids=(eos, pad))
 
     tokens: dict[tuple[int, int], list[int]] = {}
     batches: list[DecodeBatch] = []

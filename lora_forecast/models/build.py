@@ -76,13 +76,27 @@ def check_model_available(cfg: ModelConfig) -> None:
         pretrained_config(cfg)
 
 
+def load_dtype(cfg: ModelConfig, on_cuda: bool) -> torch.dtype | str:
+    """The dtype weights are loaded in. ``auto`` keeps the checkpoint's dtype (bf16 for Qwen2.5)
+    on CUDA, but means float32 on CPU: CPUs without native bf16 emulate bf16 matmuls, measured
+    ~200x slower than fp32 on this project's machines (a full-size training step ran >10 min)."""
+    if cfg.dtype == "auto" and not on_cuda:
+        return torch.float32
+    return DTYPES.get(cfg.dtype, cfg.dtype)
+
+
 def _load_pretrained(cfg: ModelConfig) -> PreTrainedModel:
+    dtype = load_dtype(cfg, torch.cuda.is_available())
     attn = None if cfg.attn_implementation == "auto" else cfg.attn_implementation
     try:
+        if cfg.dtype == "auto" and dtype == torch.float32:
+            stored = getattr(pretrained_config(cfg), "dtype", None)
+            log.info("model.dtype=auto on CPU: computing in float32 (checkpoint stores %s; "
+                     "CPU bf16 matmuls are emulated and slow)", stored)
         return AutoModelForCausalLM.from_pretrained(
             cfg.name_or_path,
             revision=cfg.revision,
-            dtype=DTYPES.get(cfg.dtype, cfg.dtype),
+            dtype=dtype,
             attn_implementation=attn,  # None: transformers' choice (sdpa where supported)
         )
     except OSError as exc:
@@ -108,17 +122,23 @@ def load_base_model(cfg: ModelConfig) -> PreTrainedModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
             model = Qwen2ForCausalLM(config)
+        if cfg.dtype not in ("auto", "fp32"):  # initialised in fp32, then stored like a checkpoint
+            model = model.to(DTYPES[cfg.dtype])
     model.config.use_cache = False
     return model
 
 
-def add_lm_head_bias(model: PreTrainedModel) -> torch.nn.Parameter:
+def add_lm_head_bias(
+    model: PreTrainedModel, dtype: torch.dtype | None = None
+) -> torch.nn.Parameter:
     """Give ``lm_head`` a zero-initialised bias (the reference study's trainable output bias).
 
-    The weight stays tied to the input embeddings; only the new bias is trainable.
+    The weight stays tied to the input embeddings; only the new bias is trainable. ``dtype``
+    defaults to the weight's; float32 keeps small updates of a bias beside bf16 weights (bf16
+    has 8 significant bits: lr 1e-5 steps would round away).
     """
     head = model.get_output_embeddings()
-    bias = torch.nn.Parameter(torch.zeros(head.out_features, dtype=head.weight.dtype))
+    bias = torch.nn.Parameter(torch.zeros(head.out_features, dtype=dtype or head.weight.dtype))
     head.bias = bias
     return bias
 
@@ -143,9 +163,17 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
 
 
 def build_model(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> PeftModel:
-    """Base model + optional lm_head bias + LoRA, with exactly the intended parameters trainable."""
+    """Base model + optional lm_head bias + LoRA, with exactly the intended parameters trainable.
+
+    With bf16/fp16 base weights the trainable tensors are float32 (PEFT's
+    ``autocast_adapter_dtype`` for LoRA A/B; the numeric head's bias here), so the optimiser's
+    state is float32 too.
+    """
     base = load_base_model(model_cfg)
-    bias = add_lm_head_bias(base) if model_cfg.lm_head_bias else None
+    # The numeric head computes its logits in float32 (any bias dtype works); the full head
+    # adds the bias inside lm_head's own matmul, which needs the weight's dtype.
+    bias_dtype = torch.float32 if model_cfg.head == "numeric" else None
+    bias = add_lm_head_bias(base, bias_dtype) if model_cfg.lm_head_bias else None
     model = apply_lora(base, lora_cfg)
     if bias is not None:
         bias.requires_grad_(True)

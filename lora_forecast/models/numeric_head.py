@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from peft import PeftModel
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from lora_forecast.forecasting.decoding import LogitsFn, full_head_logits_fn
 
@@ -40,13 +42,16 @@ HeadLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch
 def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     """The decoder backbone (e.g. ``Qwen2Model``) and the ``lm_head`` of a causal LM.
 
-    Works for a ``PeftModel`` (LoRA layers sit inside the backbone, so calling it applies them)
-    and for a bare ``*ForCausalLM``.
+    Works for a ``PeftModel`` (LoRA layers sit inside the backbone, so calling it applies them),
+    for a bare ``*ForCausalLM``, and for either wrapped by DDP (unwrapped with accelerate's
+    ``extract_model_from_parallel``: fine for decoding; a training loss must not call it on a
+    DDP model, see :func:`numeric_head_loss`).
 
     Raises:
         TypeError: ``lm_head`` is not a plain ``nn.Linear`` (e.g. wrapped with LoRA itself),
             whose rows the numeric head could not slice faithfully.
     """
+    model = extract_model_from_parallel(model)
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     backbone = getattr(base, base.base_model_prefix)
     head = base.get_output_embeddings()
@@ -126,7 +131,13 @@ def numeric_head_loss(
 
     Raises:
         ValueError: a non-ignored label is not in ``allowed_ids`` (a training-data error).
+        TypeError: ``model`` is wrapped by DistributedDataParallel: running its backbone
+            directly would skip DDP's forward and with it the gradient averaging; wrap the
+            loss instead (``lora_forecast.training.distributed.LossModule``).
     """
+    if isinstance(model, DistributedDataParallel):
+        raise TypeError("numeric_head_loss: got a DDP-wrapped model, whose gradients would not "
+                        "be averaged; let DDP wrap training.distributed.LossModule instead")
     backbone, head = backbone_and_head(model)
     allowed = _allowed_tensor(allowed_ids, input_ids.device)
     targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,13 @@ class BatchOrder:
         epoch, position = divmod(global_index, self.batches_per_epoch)
         permutation = np.random.default_rng(self.seed + epoch).permutation(self.n)
         return permutation[position * self.batch_size : (position + 1) * self.batch_size]
+
+
+def collate(dataset: Dataset, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    items = [dataset[int(i)] for i in indices]
+    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
+
+
+def label_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry a loss: shifted labels that are not padding (-100)."""
+    return int((batch["labels"][:, 1:] != -100).sum())

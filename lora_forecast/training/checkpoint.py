@@ -118,8 +118,8 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Load one checkpoint folder; raises ValueError naming the folder when it is incomplete."""
+def _check_complete(path: Path) -> None:
+    """Raise ValueError naming the folder unless meta.json lists every file at its size."""
     meta_path = path / "meta.json"
     if not meta_path.is_file():
         raise ValueError(f"{path}: no meta.json (partial checkpoint)")
@@ -128,6 +128,28 @@ def load_checkpoint(path: Path) -> Checkpoint:
         file = path / name
         if not file.is_file() or file.stat().st_size != size:
             raise ValueError(f"{path}: {name} is missing or truncated")
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """``state.json`` of a complete checkpoint folder, without loading any tensor (what the
+    task needs before admission: the step and the meter a resumed run continues from)."""
+    _check_complete(path)
+    return json.loads((path / "state.json").read_text())
+
+
+def latest_state(directory: Path) -> dict[str, Any] | None:
+    """``state.json`` of the newest complete checkpoint under ``directory`` (None: none)."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return read_state(path)
+        except (ValueError, OSError):
+            continue
+    return None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load one checkpoint folder; raises ValueError naming the folder when it is incomplete."""
+    _check_complete(path)
     loaded = {name: torch.load(path / name, weights_only=False) for name in TENSOR_FILES}
     return Checkpoint(
         path=path,

@@ -3,7 +3,10 @@
 Reads top to bottom in :meth:`Trainer.fit`: resume -> (budget check, step, log, validate,
 checkpoint)* -> final checkpoint and adapters. Every FLOP goes through the meter before it is
 spent, so a run stops cleanly (``stopped_budget``) instead of overrunning its reservation.
-Only the main process writes files; all ranks run the same steps.
+Data parallel (``accelerate launch`` / torchrun): every rank trains on its own shard of each
+step's windows and DDP averages the gradients; rank 0 alone writes files and decides when to
+stop (budget, signals, early stopping, pruning), and its decision reaches every rank
+(:mod:`lora_forecast.training.distributed`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from lora_forecast.models.build import (
 )
 from lora_forecast.models.compiled import compiled
 from lora_forecast.training import checkpoint as ckpt
-from lora_forecast.training.batches import BatchOrder
+from lora_forecast.training.batches import BatchOrder, collate, label_tokens
+from lora_forecast.training.distributed import LossModule, from_rank0, global_sum
 from lora_forecast.training.early_stopping import EarlyStopping
 from lora_forecast.training.schedule import build_optimizer
 from lora_forecast.training.signals import StopRequest
@@ -69,6 +73,7 @@ class TrainHooks:
     meter: Meter
     step_flops: float  # one optimiser step: batch x grad_accum windows, forward + backward
     val_window_flops: float  # one validation window forward
+    val_forecast_flops: float = 0.0  # bound on one forecast_validator call (planner's)
     tracker: Tracker | None = None
     reporter: Reporter | None = None
     forecast_validator: Callable[[torch.nn.Module], tuple[float, float]] | None = None
@@ -99,16 +104,6 @@ class TrainResult:
         }
 
 
-def collate(dataset: Dataset, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
-
-
-def label_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens that carry a loss: shifted labels that are not padding (-100)."""
-    return int((batch["labels"][:, 1:] != -100).sum())
-
-
 class Trainer:
     """One fine-tuning run. ``fit()`` returns a :class:`TrainResult`."""
 
@@ -127,11 +122,14 @@ class Trainer:
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         # the step's forward (and so its backward graph) compiled; validation stays eager
-        self.step_loss = (compiled(hooks.loss_fn, "train.compile", accelerator.device.type)
-                          if cfg.compile else hooks.loss_fn)
+        step_loss = (compiled(hooks.loss_fn, "train.compile", accelerator.device.type)
+                     if cfg.compile else hooks.loss_fn)
         optimizer, scheduler = build_optimizer(model, cfg)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(
-            model, optimizer, scheduler
+        # ``model`` stays the bare PEFT model (saving, validation, forecasting); training steps
+        # go through ``net``, the loss module DDP wraps (see training.distributed for why).
+        self.model = model
+        self.net, self.optimizer, self.scheduler = accelerator.prepare(
+            LossModule(model, step_loss), optimizer, scheduler
         )
         # One draw of batch_size x grad_accum windows per optimiser step, then split into
         # micro-batches: a step trains on the same windows however it is accumulated, and the
@@ -143,6 +141,9 @@ class Trainer:
             accelerator.num_processes,
             accelerator.process_index,
         )
+        if accelerator.num_processes > 1:
+            log.info("data parallel: process %d of %d, %d windows per step on each",
+                     accelerator.process_index, accelerator.num_processes, self.order.batch_size)
         self.stopper = EarlyStopping(cfg.patience, cfg.min_delta)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -159,11 +160,9 @@ class Trainer:
             disable=not (self.hooks.progress and self.acc.is_main_process),
         )
         while self.step < self.cfg.max_steps:
-            if self.hooks.stop.requested:
-                end_reason = "interrupted"
-                break
-            if not self.hooks.meter.can_afford(self.hooks.step_flops):
-                end_reason = "stopped_budget"
+            reason = from_rank0(self.acc, self._before_step())
+            if reason:
+                end_reason = reason
                 break
             record = self._train_step()
             bar.update(1)
@@ -187,6 +186,14 @@ class Trainer:
             self.resumed_from,
         )
 
+    def _before_step(self) -> str | None:
+        """An end reason decided before a step (rank 0's is the one every rank follows)."""
+        if self.hooks.stop.requested:
+            return "interrupted"
+        if not self.hooks.meter.can_afford(self.hooks.step_flops):
+            return "stopped_budget"
+        return None
+
     def _checkpoint_due(self, evaluated: bool) -> bool:
         """``checkpoint_every`` steps, or at every evaluation when it is null."""
         every = self.cfg.checkpoint_every
@@ -200,24 +207,27 @@ class Trainer:
     # -- one optimiser step ------------------------------------------------------------------
     def _train_step(self) -> dict[str, float]:
         started = time.perf_counter()
-        self.model.train()
-        indices = self.order.indices(self.step).tolist()  # this step's windows, all of them
+        self.net.train()
+        indices = self.order.indices(self.step).tolist()  # this rank's windows of this step
         size = self.cfg.batch_size
         batches = [
             collate(self.train_set, indices[i : i + size], self.acc.device)
             for i in range(0, len(indices), size)
         ]
-        total_tokens = sum(label_tokens(b) for b in batches)
+        total_tokens = global_sum(self.acc, sum(label_tokens(b) for b in batches))
+        ranks = self.acc.num_processes
         loss_sum = 0.0
         for k, batch in enumerate(batches):
-            # Weight each micro-batch by its share of the step's loss tokens, so accumulating
-            # k micro-batches equals one batch k times larger (padding makes shares unequal).
-            weight = label_tokens(batch) / max(total_tokens, 1)
-            sync = self.acc.no_sync(self.model) if k < len(batches) - 1 else nullcontext()
+            # Weight each micro-batch by its share of the step's loss tokens over all ranks
+            # (times the rank count, which DDP's gradient mean divides out), so k micro-batches
+            # on P ranks equal one batch k x P times larger (padding makes shares unequal).
+            share = label_tokens(batch) / max(total_tokens, 1)
+            sync = self.acc.no_sync(self.net) if k < len(batches) - 1 else nullcontext()
             with sync, self.acc.autocast():
-                loss = self.step_loss(self.model, batch)
-            self.acc.backward(loss * weight)
-            loss_sum += float(loss.detach()) * weight
+                loss = self.net(batch)
+            self.acc.backward(loss * share * ranks)
+            loss_sum += float(loss.detach()) * share
+        loss_sum = global_sum(self.acc, loss_sum)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else math.inf
         grad_norm = float(self.acc.clip_grad_norm_(self._trainable(), max_norm))
         lr = self.scheduler.get_last_lr()[0]
@@ -248,25 +258,28 @@ class Trainer:
     def _evaluate(self, record: dict[str, float]) -> str | None:
         """Validate, update early stopping / best adapter; returns an end reason or None."""
         n_windows = self._val_window_count()
-        if not self.hooks.meter.can_afford(n_windows * self.hooks.val_window_flops):
+        # the whole evaluation must fit before any of it runs, forecast validation included
+        forecast_bound = self.hooks.val_forecast_flops if self.hooks.forecast_validator else 0.0
+        affordable = self.hooks.meter.can_afford(n_windows * self.hooks.val_window_flops
+                                                 + forecast_bound)
+        if not from_rank0(self.acc, affordable):
             return "stopped_budget"
         record["val/loss"] = self.validation_loss(n_windows)
         self.hooks.meter.add(n_windows * self.hooks.val_window_flops, "validation")
         if self.hooks.forecast_validator is not None:
-            record["val/mse"], cost = self.hooks.forecast_validator(
-                self.acc.unwrap_model(self.model)
-            )
+            record["val/mse"], cost = self.hooks.forecast_validator(self.model)
             self.hooks.meter.add(cost, "validation")
         monitored = record[self.cfg.monitor]
         if self.stopper.update(monitored, self.step) and self.acc.is_main_process:
             self._save_adapter(self.run_dir / "best")
         self.hooks.meter.flush()
-        reason = None
+        return from_rank0(self.acc, self._verdict(monitored) if self.acc.is_main_process else None)
+
+    def _verdict(self, monitored: float) -> str | None:
+        """Rank 0's end reason after an evaluation: pruned (asks the trial), early stopped."""
         if self.hooks.reporter is not None and self.hooks.reporter.report(self.step, monitored):
-            reason = "pruned"
-        elif self.stopper.should_stop:
-            reason = "early_stopped"
-        return reason
+            return "pruned"
+        return "early_stopped" if self.stopper.should_stop else None
 
     def _val_window_count(self) -> int:
         cap = self.cfg.val_max_windows
@@ -275,7 +288,7 @@ class Trainer:
     @torch.no_grad()
     def validation_loss(self, n_windows: int) -> float:
         """Token-weighted mean loss over the first ``n_windows`` validation windows."""
-        self.model.eval()
+        self.net.eval()
         total, tokens = 0.0, 0
         for start in range(0, n_windows, self.cfg.batch_size):
             indices = list(range(start, min(start + self.cfg.batch_size, n_windows)))
@@ -288,9 +301,8 @@ class Trainer:
 
     # -- persistence -------------------------------------------------------------------------
     def _save_adapter(self, directory: Path) -> None:
-        model = self.acc.unwrap_model(self.model)
-        model.save_pretrained(str(directory))
-        torch.save(trainable_state(model), directory / "trainable.pt")
+        self.model.save_pretrained(str(directory))
+        torch.save(trainable_state(self.model), directory / "trainable.pt")
 
     def save_checkpoint(self) -> Path | None:
         if not self.acc.is_main_process:
@@ -305,7 +317,7 @@ class Trainer:
         return ckpt.save_checkpoint(
             self.run_dir / "checkpoints",
             self.step,
-            trainable=trainable_state(self.acc.unwrap_model(self.model)),
+            trainable=trainable_state(self.model),
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             state=state,
@@ -316,7 +328,7 @@ class Trainer:
         checkpoint = self._find_checkpoint()
         if checkpoint is None:
             return
-        load_trainable_state(self.acc.unwrap_model(self.model), checkpoint.trainable)
+        load_trainable_state(self.model, checkpoint.trainable)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scheduler.load_state_dict(checkpoint.scheduler)
         ckpt.restore_rng(checkpoint.rng)
@@ -324,7 +336,9 @@ class Trainer:
         self.step = state["step"]  # also the data position (see BatchOrder in __init__)
         self.history = state["history"]
         self.stopper.load_state_dict(state["early_stopping"])
-        if state["meter"].get("run_id") in (None, getattr(self.hooks.meter, "run_id", None)):
+        owner = state["meter"].get("run_id")
+        ours = (None, getattr(self.hooks.meter, "run_id", None))
+        if owner in ours or not self.acc.is_main_process:  # ranks > 0 only mirror the count
             self.hooks.meter.load_state_dict(state["meter"])
         else:  # weights from another run: its FLOPs stay on that run's ledger row
             log.info("checkpoint %s belongs to another run; metering starts at 0", checkpoint.path)

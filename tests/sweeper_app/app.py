@@ -29,11 +29,12 @@ from lora_forecast.budget.guard import rejection_message
 from lora_forecast.budget.ledger import Ledger, Rejection
 from lora_forecast.config import Settings, register_configs, to_settings
 from lora_forecast.errors import BudgetExceededError
+from lora_forecast.paths import config_dir
 from lora_forecast.planning import predict_cost
 from lora_forecast.results import config_digest, write_results
 from lora_forecast.training.pruning import TrialReporter
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = config_dir()
 register_configs()
 
 

@@ -1,0 +1,124 @@
+"""``python -m lora_forecast.export run=<run dir> out=<dir> [merge=true]``.
+
+Writes the run's best adapter in PEFT format (``<out>/adapter``: ``adapter_config.json`` +
+weights, loadable with ``PeftModel.from_pretrained``) and, with ``merge=true``, the base model
+with LoRA merged in (``merge_and_unload``) and the tokenizer (``<out>/merged``), which plain
+``transformers`` loads with ``AutoModelForCausalLM.from_pretrained``. ``<out>/lora_forecast.json``
+records how values were scaled into text, so forecasts map back to original units. Everything
+is written to a temporary folder beside ``out`` and renamed at the end: no half-written export.
+
+A run with ``model.lm_head_bias=true`` (the reference study's trainable output bias) also gets
+``lm_head_bias.safetensors`` in both folders: Qwen2's ``lm_head`` has no bias parameter, so
+``from_pretrained`` would silently drop it; one line puts it back (README, "Exporting").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from lora_forecast.cli import one_line_error, restore_user_error_setting, run_cli
+from lora_forecast.errors import ConfigError, LoraForecastError
+from lora_forecast.paths import config_dir
+
+EXPORT_INFO = "lora_forecast.json"
+BIAS_FILE = "lm_head_bias.safetensors"
+
+
+@dataclass
+class ExportConfig:
+    """What to export and where."""
+
+    run: str = "???"
+    out: str = "???"
+    merge: bool = False
+
+
+ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+
+
+def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
+    """Export ``run_dir``'s best adapter (and the merged model) into the new folder ``out``.
+
+    Args:
+        run_dir: a finished run directory (results.json, best/trainable.pt).
+        out: destination; must not exist yet, or be an empty folder.
+        merge: also write the merged model with its tokenizer.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ConfigError: not a run directory, no adapter, or ``out`` not empty.
+    """
+    from lora_forecast.forecast.runs import load_run_model, run_config, run_scaling, settings_from
+    from lora_forecast.models.tokenizer import load_tokenizer
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"out: {out}: exists and is not an empty folder")
+    settings = settings_from(run_config(run_dir))
+    model = load_run_model(settings, run_dir)
+    bias = model.get_base_model().get_output_embeddings().bias
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp / "adapter")
+        _save_bias(bias, tmp / "adapter")
+        info = {"run": str(run_dir), "decimals": settings.data.decimals,
+                "scaling": run_scaling(run_dir), "format": "LLMTIME: x / alpha, values ',' "
+                "steps ';', prompt ends with ';'"}
+        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+        if merge:
+            merged = model.merge_and_unload()
+            merged.config.use_cache = True  # generation with a KV cache by default
+            merged.get_output_embeddings().bias = None  # saved apart, see _save_bias
+            merged.save_pretrained(tmp / "merged")
+            load_tokenizer(settings.model).save_pretrained(tmp / "merged")
+            _save_bias(bias, tmp / "merged")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _save_bias(bias, folder: Path) -> None:
+    """The trained lm_head bias as ``{"bias": [vocab]}`` (nothing when the run has none)."""
+    if bias is not None:
+        from safetensors.torch import save_file
+
+        save_file({"bias": bias.detach().contiguous().cpu()}, str(folder / BIAS_FILE))
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry of the export command."""
+    restore_user_error_setting()
+    try:
+        path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
+    except (LoraForecastError, OmegaConfBaseException) as exc:  # e.g. run= not given
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {one_line_error(exc)}", file=sys.stderr)
+        sys.exit(1)
+    print(f"exported {cfg.run} -> {path}" + (" (adapter + merged model)" if cfg.merge else ""))
+
+
+def cli() -> None:
+    """``main`` with Hydra's composition errors (e.g. a missing argument) as one line."""
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Forecasting new series with a trained run (``python -m lora_forecast.forecast``)."""

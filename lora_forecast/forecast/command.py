@@ -1,0 +1,210 @@
+"""Forecast every series of a new input file with a trained run (or the untrained base model).
+
+Order is the budget's guarantee, as for a training run: settings, input and variables are
+checked and the cost predicted before the ledger is touched; the ledger admits (or refuses) the
+forecast before any model is loaded; everything is written to a temporary folder that is
+renamed to ``out`` only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lora_forecast.config import Settings
+from lora_forecast.data.scaling import Scaling, fit_scaling
+from lora_forecast.data.series import SeriesSet
+from lora_forecast.data.sources import read_series
+from lora_forecast.errors import ConfigError, DataFormatError
+from lora_forecast.forecast.runs import run_scaling
+from lora_forecast.llmtime import LLMTimeCodec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ForecastJob", "check_variables", "predict_forecast_flops",
+           "run_forecast_job"]
+
+
+@dataclass
+class ForecastJob:
+    """The command's own keys (``run``, ``input``, ``horizon``, ``out``, ``plot_series``)."""
+
+    run: str | None
+    input: str
+    horizon: int
+    out: str
+    plot_series: int = 4
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise ConfigError(f"horizon: must be >= 1, got {self.horizon}")
+        if self.plot_series < 0:
+            raise ConfigError(f"plot_series: must be >= 0, got {self.plot_series}")
+
+
+def _generic(names: tuple[str, ...]) -> bool:
+    return names == tuple(f"var{j}" for j in range(len(names)))
+
+
+def check_variables(series: SeriesSet, expected: tuple[str, ...], input_path: str) -> SeriesSet:
+    """The input's variables in the run's order; unnamed (HDF5) sides match by count.
+
+    Raises:
+        DataFormatError: ``input: <file>: variables (...) do not match the run's (...)``.
+    """
+    got = series.variables
+    if not expected or got == expected:
+        return series
+    if (_generic(got) or _generic(expected)) and len(got) == len(expected):
+        return series
+    if set(got) != set(expected) or len(got) != len(expected):
+        raise DataFormatError(f"input: {input_path}: variables ({', '.join(got)}) do not "
+                              f"match the run's ({', '.join(expected)})")
+    order = [got.index(name) for name in expected]
+    return SeriesSet(series.ids, tuple(v[:, order] for v in series.values), series.times,
+                     expected, series.source)
+
+
+def _scaling(settings: Settings, run: str | None, series: SeriesSet) -> Scaling:
+    """The run's stored scaling, or (no run) one fitted to the input as ``data.*`` says."""
+    if run is not None:
+        stored = run_scaling(run)
+        if stored is not None:
+            return Scaling.from_dict(stored)
+        if settings.data.alpha == "auto" and settings.data.scaling == "global":
+            raise ConfigError(f"run: {run}: no scaling.json and data.alpha=auto: the fitted "
+                              "alpha is unknown (retrain, or pass data.alpha=<number>)")
+    data = settings.data
+    return fit_scaling(data.scaling, data.alpha, list(series.values), data.scale_quantile,
+                       data.scale_offset, series.variables if run is None else ())
+
+
+def _contexts(series: SeriesSet, context_steps: int) -> list[np.ndarray]:
+    """The last ``context_steps`` steps of each series (all of a shorter one)."""
+    return [v[-context_steps:] for v in series.values]
+
+
+def predict_forecast_flops(settings: Settings, contexts: list[np.ndarray], horizon: int,
+                           signed: bool) -> float:
+    """Upper bound of the forecast's FLOPs: per series one prefill of its prompt, then each of
+    ``eval.num_samples`` samples decodes the horizon (the run's own forecasting rule)."""
+    from lora_forecast.planning import ROUNDING_MARGIN, flops_counter, token_format
+
+    count = flops_counter(settings)
+    n_vars = contexts[0].shape[1]
+    per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
+    per_step += n_vars if signed else 0  # one '-' per number
+    total = 0.0
+    for c in contexts:
+        prompt = len(c) * per_step
+        one = count("inference", prompt, new_tokens=horizon * per_step - 1)
+        prefill = count("inference", prompt, new_tokens=1)
+        total += one + (settings.eval.num_samples - 1) * (one - prefill)
+    return total * (1 + ROUNDING_MARGIN)
+
+
+def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any]) -> Path:
+    """Check, predict, admit, forecast, write. Returns the output folder.
+
+    Raises:
+        LoraForecastError: bad input or settings (nothing reserved, nothing written), or a
+            refusal by the budget.
+    """
+    from lora_forecast.budget.guard import admit
+    from lora_forecast.budget.ledger import Ledger
+    from lora_forecast.budget.meter import FlopsMeter
+    from lora_forecast.results import config_digest
+
+    out = Path(job.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"out: {out}: exists and is not an empty folder")
+    series = read_series(job.input, settings.data)
+    scaling = _scaling(settings, job.run, series)
+    series = check_variables(series, scaling.variables, job.input)
+    contexts = _contexts(series, settings.eval.context_steps)
+    signed = any(bool((c < 0).any()) for c in contexts)
+    predicted = predict_forecast_flops(settings, contexts, job.horizon, signed)
+    log.info("forecast: %d series, horizon %d, predicted %.3e FLOPs", len(series), job.horizon,
+             predicted)
+    budget = settings.budget
+    with Ledger(budget.ledger_url) as ledger:
+        reservation = admit(ledger, study=budget.study, experiment="forecast",
+                            config_digest=config_digest(config), accounting=budget.accounting,
+                            predicted=predicted, budget=budget.max_flops)
+        ledger.start(reservation.run_id)
+        meter = FlopsMeter.from_reservation(ledger, reservation)
+        status = "failed"
+        try:
+            path = _forecast_and_write(job, settings, series, contexts, scaling, meter, out)
+            status = "completed"
+        finally:
+            meter.settle(status)
+    return path
+
+
+def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
+                        contexts: list[np.ndarray], scaling: Scaling, meter: Any,
+                        out: Path) -> Path:
+    from lora_forecast.forecast.runs import load_run_model
+    from lora_forecast.llmtime import LLMTimeFormat
+    from lora_forecast.models.tokenizer import load_tokenizer
+    from lora_forecast.run import _forecast_cost, forecast_scaled
+
+    model = load_run_model(settings, job.run)
+    codec = LLMTimeCodec(scaling.alpha, settings.data.decimals, settings.data.number_format)
+    fmt = LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model))
+    fc = forecast_scaled(_with_horizon(settings, job.horizon), model, fmt, scaling.text_scale,
+                         contexts, progress=True)
+    meter.add(_forecast_cost(settings, fc, None), "forecasting")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write(tmp, job, settings, series, contexts, fc, meter)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _with_horizon(settings: Settings, horizon: int) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, eval=replace(settings.eval, horizon_steps=horizon))
+
+
+def _write(folder: Path, job: ForecastJob, settings: Settings, series: SeriesSet,
+           contexts: list[np.ndarray], fc: Any, meter: Any) -> None:
+    from lora_forecast.evaluation.plots import plot_forecasts
+    from lora_forecast.forecast.table import (
+        forecast_frame,
+        input_columns,
+        left_padded,
+        output_name,
+        write_frame,
+    )
+
+    source = Path(job.input)
+    frame = forecast_frame(settings.data, source, input_columns(source), series.ids,
+                           series.variables, fc.point, fc.lower, fc.upper)
+    write_frame(frame, folder / output_name(source))
+    if job.plot_series > 0:
+        shown = min(job.plot_series, len(series))
+        plot_forecasts(folder / "forecasts.png", left_padded(contexts[:shown]),
+                       np.full_like(fc.point[:shown], np.nan), fc.point[:shown],
+                       fc.lower[:shown], fc.upper[:shown], variable_names=series.variables,
+                       n_systems=shown)
+    summary = {"run": job.run, "input": str(source), "horizon": job.horizon,
+               "series": len(series), "parse_failures": fc.parse_failures,
+               "flops": {"predicted": meter.reservation, "spent": meter.spent,
+                         "run_id": meter.run_id}}
+    (folder / "forecast.json").write_text(json.dumps(summary, indent=2))

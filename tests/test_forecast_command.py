@@ -1,0 +1,199 @@
+"""The forecast command on a smoke-sized run, and export: reproduces the run's own forecasts,
+writes the input's layout, and every bad input is one line, exit 1, nothing reserved/written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lora_forecast.budget.ledger import Ledger
+from lora_forecast.errors import LoraForecastError
+from lora_forecast.forecast.command import ForecastJob, run_forecast_job
+from lora_forecast.forecast.runs import run_config, settings_from
+from lora_forecast.task import run_task
+from tests.conftest import CONF_DIR, REPO, SHRINK, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A smoke-sized finetuned run on generated data (2 test series, context 8, horizon 2)."""
+    root = tmp_path_factory.mktemp("trained")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*SHRINK, f"output_dir={root / 'outputs'}"])
+    run_dir = root / "run"
+    run_dir.mkdir()
+    run_task(cfg, run_dir)
+    return run_dir
+
+
+def _test_series(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, values [S, T, V], time [T]) of the run's scored test series, from its own data."""
+    config, results = run_config(run_dir), json.loads((run_dir / "results.json").read_text())
+    with h5py.File(config["data"]["cache_path"]) as handle:
+        trajectories, time = handle["trajectories"][()], handle["time"][()]
+    ids = results["eval_series"]["ids"]
+    return ids, trajectories[[int(i) for i in ids]].astype(np.float64), time
+
+
+def _input_csv(path: Path, ids: list[str], values: np.ndarray, time: np.ndarray) -> Path:
+    rows = [{"series_id": sid, "time": time[t], "var0": v[t, 0], "var1": v[t, 1]}
+            for sid, v in zip(ids, values, strict=True) for t in range(len(v))]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _job(run_dir: Path | None, input_path: Path, out: Path, horizon: int = 2,
+         overrides: tuple[str, ...] = ()):
+    settings = settings_from({**run_config(run_dir), "data": {**run_config(run_dir)["data"],
+                                                              "path": str(input_path)}},
+                             list(overrides))
+    return ForecastJob(str(run_dir), str(input_path), horizon, str(out)), settings
+
+
+def test_forecast_reproduces_the_runs_own_numbers(trained: Path, tmp_path: Path) -> None:
+    ids, values, time = _test_series(trained)
+    results = json.loads((trained / "results.json").read_text())
+    context = results["config"]["eval"]["context_steps"]
+    source = _input_csv(tmp_path / "new.csv", ids, values[:, :context], time[:context])
+    job, settings = _job(trained, source, tmp_path / "fc")
+    out = run_forecast_job(job, settings, run_config(trained))
+    table = pd.read_csv(out / "forecasts.csv")
+    assert list(table.columns) == ["series_id", "step", "var0", "var0_q10", "var0_q90",
+                                   "var1", "var1_q10", "var1_q90"]
+    point = table[["var0", "var1"]].to_numpy().reshape(len(ids), 2, 2)  # [S, H, V]
+    truth = values[:, context:context + 2]
+    err = (point - truth) ** 2
+    # the run scored exactly these series: its recorded errors are the oracle
+    assert err.mean() == pytest.approx(results["metrics"]["mse"], rel=1e-12)
+    np.testing.assert_allclose(err.mean(axis=(0, 2)), results["metrics"]["mse_per_step"],
+                               rtol=1e-12)
+    summary = json.loads((out / "forecast.json").read_text())
+    assert (out / "forecasts.png").is_file()
+    with Ledger(settings.budget.ledger_url) as ledger:
+        row = ledger.get(summary["flops"]["run_id"])
+    assert row.status == "completed" and 0 < row.spent_flops <= row.predicted_flops
+
+
+def test_rows_layout_in_rows_layout_out(trained: Path, tmp_path: Path) -> None:
+    ids, values, time = _test_series(trained)
+    narrow = pd.read_csv(_input_csv(tmp_path / "w.csv", ids, values[:, :12], time[:12])).melt(
+        id_vars=["series_id", "time"], var_name="variable", value_name="value")
+    narrow.to_parquet(tmp_path / "rows.parquet", index=False)
+    job, settings = _job(trained, tmp_path / "rows.parquet", tmp_path / "fc", horizon=3)
+    out = run_forecast_job(job, settings, run_config(trained))
+    table = pd.read_parquet(out / "forecasts.parquet")
+    assert list(table.columns) == ["series_id", "step", "variable", "forecast", "q10", "q90"]
+    assert len(table) == len(ids) * 3 * 2 and set(table["variable"]) == {"var0", "var1"}
+
+
+def test_export_merged_model_forecasts_like_the_adapter(trained: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lora_forecast.data.scaling import Scaling
+    from lora_forecast.export import export_run
+    from lora_forecast.forecast.runs import load_run_model, run_scaling
+    from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
+    from lora_forecast.models.build import load_base_model
+    from lora_forecast.models.tokenizer import load_tokenizer
+    from lora_forecast.run import forecast_scaled
+
+    settings = settings_from(run_config(trained))
+    out = export_run(trained, tmp_path / "export", merge=True)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    scaling = Scaling.from_dict(run_scaling(trained))
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(scaling.alpha, settings.data.decimals),
+                                      load_tokenizer(settings.model))
+    _, values, _ = _test_series(trained)
+    contexts = values[:, :8]
+    adapter = forecast_scaled(settings, load_run_model(settings, trained), fmt,
+                              scaling.text_scale, contexts, progress=False)
+    merged_model = AutoModelForCausalLM.from_pretrained(out / "merged")
+    # the one line README gives for runs with the reference study's lm_head bias
+    merged_model.lm_head.bias = torch.nn.Parameter(
+        load_file(out / "merged" / "lm_head_bias.safetensors")["bias"])
+    assert merged_model.lm_head.bias.abs().max() > 0  # trained: the line matters
+    merged = forecast_scaled(settings, merged_model, fmt, scaling.text_scale, contexts,
+                             progress=False)
+    assert merged.texts == adapter.texts
+    np.testing.assert_array_equal(merged.point, adapter.point)
+    base_model = load_base_model(settings.model)
+    base_model.lm_head.bias = torch.nn.Parameter(
+        load_file(out / "adapter" / "lm_head_bias.safetensors")["bias"])
+    reloaded = PeftModel.from_pretrained(base_model, out / "adapter")
+    again = forecast_scaled(settings, reloaded, fmt, scaling.text_scale, contexts, progress=False)
+    assert again.texts == adapter.texts
+    # next-token logits agree with the adapter's, and differ from the untrained base model's,
+    # so the equal forecasts above are not those of a model the adapter never changed
+    ids = torch.tensor([[15, 13, 17, 18, 11, 16, 13, 19, 20, 26]])  # "0.23,1.45;"
+    with torch.no_grad():
+        want = load_run_model(settings, trained)(input_ids=ids).logits
+        got = merged_model(input_ids=ids).logits
+        untrained = load_base_model(settings.model)(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert (untrained - want).abs().max() > 1e-3
+
+
+def _ledger_rows(url: str) -> int:
+    with Ledger(url) as ledger:
+        return len(ledger.rows())
+
+
+BAD_INPUTS = [
+    # (case, CSV text or None for no file, extra overrides, fragment of the one line)
+    ("missing-file", None, (), "file not found"),
+    ("nan", "series_id,time,var0,var1\na,0,1,2\na,1,,2\n", (),
+     "series a, time 1, column 'var0': missing value"),
+    ("variables", "series_id,time,prey,wolf,hare\na,0,1,2,3\n", (),
+     "variables (prey, wolf, hare) do not match the run's (var0, var1)"),
+    ("unsorted", "series_id,time,var0,var1\na,1,1,2\na,0,1,2\n", (), "unsorted"),
+    ("budget", "series_id,time,var0,var1\na,0,1,2\n", ("budget.max_flops=1",), "budget:"),
+]
+
+
+@pytest.mark.parametrize("case,text,overrides,fragment", BAD_INPUTS,
+                         ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_reserves_and_writes_nothing(trained, tmp_path, case, text, overrides,
+                                               fragment) -> None:
+    source = tmp_path / "in.csv"
+    if text is not None:
+        source.write_text(text)
+    job, settings = _job(trained, source, tmp_path / "fc", overrides=overrides)
+    before = _ledger_rows(settings.budget.ledger_url)
+    with pytest.raises(LoraForecastError) as info:
+        run_forecast_job(job, settings, run_config(trained))
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "fc").exists()
+    with Ledger(settings.budget.ledger_url) as ledger:  # a refusal is on record, not reserved
+        new = ledger.rows()[before:]
+    assert all(row.status == "rejected" and row.spent_flops == 0 for row in new)
+    assert (case == "budget") == (len(new) == 1)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["input=nope.csv", "horizon=2"], "nope.csv: file not found"),
+    (["input=in.csv", "horizon=0"], "horizon: must be >= 1"),
+    (["input=in.csv", "horizon=2", "run=/no/such/run"], "run: /no/such/run: no results.json"),
+])
+def test_command_line_errors_are_one_line_exit_1(tmp_path: Path, args, fragment) -> None:
+    (tmp_path / "in.csv").write_text("series_id,time,var0\na,0,1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lora_forecast.forecast", "model=tiny", *args,
+         f"output_dir={tmp_path / 'outputs'}"],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0]
+    assert not (tmp_path / "outputs" / "forecasts").exists()
+    assert not (tmp_path / "outputs" / "ledger.sqlite").exists()
+    assert REPO.is_dir()
