@@ -20,11 +20,13 @@ from typing import Any
 import torch
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
+from lora_forecast.data.generator import generate_lotka_volterra
+from lora_forecast.llmtime import NUMBER_FORMATS, LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
 # Qwen2.5-0.5B-Instruct (SPEC "Model facts"); only the depth is configurable.
 QWEN_0_5B = dict(hidden_size=896, num_heads=14, num_kv_heads=2, intermediate_size=4864)
+
 
 def benchmark_format(decimals: int = 2, number_format: str = "decimal") -> LLMTimeFormat:
     """The LLMTIME format the benchmarks use: the real Qwen2.5 tokenizer, alpha 10."""
@@ -34,6 +36,14 @@ def benchmark_format(decimals: int = 2, number_format: str = "decimal") -> LLMTi
 
 LLMTIME_IDS = benchmark_format().head_ids()  # the numeric head's rows ('0'..'9', '.', ',', ';')
 GIB = 2**30
+FORMS = NUMBER_FORMATS  # --form: the codec's number formats ("decimal": "0.25,1.50;")
+
+
+def tokens_per_step(fmt: LLMTimeFormat, systems: int = 10, steps: int = 50) -> float:
+    """Mean tokens per time step (its separator included) of ``fmt`` on the synthetic
+    predator-prey data, as the forecaster feeds them to the model (``fmt.prompt``)."""
+    trajectories, _ = generate_lotka_volterra(n_systems=systems, n_steps=100, seed=0)
+    return sum(len(fmt.prompt(t[:steps])) for t in trajectories) / (systems * steps)
 
 
 def model_configs(layers: int, rank: int, lm_head_bias: bool = False,

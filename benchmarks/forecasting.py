@@ -1,18 +1,27 @@
-"""Forecasting benchmark: our batched, KV-cached, numeric-head forecaster vs a naive loop.
+"""Forecasting benchmark: our batched, KV-cached, numeric-head, jump-forward forecaster vs peers.
 
     python -m benchmarks.forecasting [--layers 24] [--systems 10] [--context-steps 50]
                                      [--horizon 10] [--batch-size 16] [--reference-systems 2]
                                      [--reference-tokens N] [--repeats 2] [--device cpu]
+                                     [--form default] [--no-generate]
 
 Same random full-width Qwen2.5-0.5B-shaped model (``--layers`` shrinks the depth), same
 synthetic Lotka-Volterra contexts (``lora_forecast.data.generator``), greedy, constrained by
-the same LLMTIME grammar processor, so both must write identical tokens:
+the same LLMTIME grammar, so every forecaster must write identical tokens:
 
 - ours: :func:`lora_forecast.forecasting.forecast` with
   :func:`lora_forecast.models.numeric_head.numeric_logits_fn` under ``torch.inference_mode()``:
-  all systems in one batch, one prefill, then one cached token per step, 13 logits per row;
+  all systems in one batch, one prefill, then cached decode calls, 13 logits per row, tokens
+  the grammar forces fed along with the next call (jump-forward); it also runs once without
+  jump-forward (today's one call per token) for ``decode_calls_ratio``;
+- generate (the peer users would pick): ``model.generate()`` on the same batch, KV cache,
+  greedy, the grammar as a ``LogitsProcessor``, full head;
 - reference (the reference study's style): one system at a time, no KV cache, the whole
   sequence recomputed for every new token with the full head (``model(ids).logits[:, -1]``).
+
+First the machine's ceiling is measured (:mod:`benchmarks.ceiling`); our prefill is reported as
+MFU and our decode calls as bytes of weights read per second over the copy bandwidth (a decode
+call reads every layer weight once, and computes little: it is bandwidth-bound).
 
 The reference is strictly sequential per system, so it is timed on the first
 ``--reference-systems`` systems and its forecasts/s is measured there (``--reference-systems``
@@ -20,7 +29,7 @@ equal to ``--systems`` times all of them); ``--reference-tokens`` caps it furthe
 tokens per system and extrapolates its time per token (which flatters the reference: later
 tokens see longer inputs). Ours runs ``--repeats`` times, the fastest counts. Outputs are
 compared token by token (on the reference's prefix when capped). The LAST line is one JSON
-object (``speedup``, ``identical``, ...).
+object (``speedup``, ``speedup_vs_generate``, ``identical``, ``mfu``, ...).
 """
 
 from __future__ import annotations
@@ -31,60 +40,35 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.ceiling import Ceiling, measure, print_ceiling
 from benchmarks.common import (
+    FORMS,
+    QWEN_0_5B,
     benchmark_format,
     model_configs,
     pick_device,
     print_json_last,
     print_table,
     timer,
+    tokens_per_step,
 )
+from benchmarks.forecasting_peers import run_generate, run_reference
 from lora_forecast.data.generator import generate_lotka_volterra
+from lora_forecast.flops import Architecture, count_flops
 from lora_forecast.forecasting import forecast as batched_forecast
 from lora_forecast.forecasting.decoding import LogitsFn
-from lora_forecast.llmtime import LLMTimeFormat, LLMTimeGrammar, LLMTimeLogitsProcessor
-from lora_forecast.models.build import build_model
+from lora_forecast.llmtime import LLMTimeFormat
+from lora_forecast.models.build import build_model, tiny_qwen2_config
 from lora_forecast.models.numeric_head import numeric_logits_fn
 
 
-def contexts_and_format(systems: int, context_steps: int) -> tuple[np.ndarray, LLMTimeFormat]:
-    """``[S, context_steps, 2]`` synthetic predator-prey contexts and the alpha=10 format."""
+def contexts_and_format(systems: int, context_steps: int,
+                        form: str = "decimal") -> tuple[np.ndarray, LLMTimeFormat]:
+    """``[S, context_steps, 2]`` synthetic predator-prey contexts and the ``form``'s format."""
     trajectories, _ = generate_lotka_volterra(n_systems=systems, n_steps=100, seed=0)
     if context_steps > trajectories.shape[1]:
         raise ValueError(f"--context-steps: at most {trajectories.shape[1]}, got {context_steps}")
-    return trajectories[:, :context_steps], benchmark_format()
-
-
-@torch.no_grad()
-def reference_forecast(model: torch.nn.Module, prompt: list[int], grammar: LLMTimeGrammar,
-                       max_tokens: int | None = None) -> list[int]:
-    """One system, no KV cache: recompute the whole sequence (full head) for every new token.
-
-    Stops when the grammar is complete, or after ``max_tokens`` tokens (a timing sample).
-    """
-    ids = torch.tensor([prompt], device=model.device)  # (1, T)
-    processor = LLMTimeLogitsProcessor(grammar, prompt_length=len(prompt))
-    for _ in range(min(grammar.max_length, max_tokens or grammar.max_length)):
-        logits = model(input_ids=ids, use_cache=False).logits[:, -1, :]  # (1, V)
-        token = processor(ids, logits).argmax(-1, keepdim=True)  # (1, 1)
-        ids = torch.cat([ids, token], dim=1)
-        processor.update(ids)
-        if processor.done[0]:
-            break
-    return ids[0, len(prompt):].tolist()
-
-
-def run_reference(model, contexts, fmt: LLMTimeFormat, horizon: int,
-                  max_tokens: int | None) -> tuple[list[str], float, int]:
-    """Texts, wall seconds and generated tokens of the reference loop over ``contexts``."""
-    grammar = fmt.grammar(contexts.shape[2], horizon, max_int_digits=3)
-    texts, tokens = [], 0
-    with timer(model.device) as elapsed:
-        for context in contexts:
-            generated = reference_forecast(model, fmt.prompt(context), grammar, max_tokens)
-            tokens += len(generated)
-            texts.append(fmt.decode_ids(generated))
-    return texts, elapsed[0], tokens
+    return trajectories[:, :context_steps], benchmark_format(number_format=form)
 
 
 def timed_calls(logits_fn: LogitsFn, device: torch.device,
@@ -98,8 +82,8 @@ def timed_calls(logits_fn: LogitsFn, device: torch.device,
     return timed
 
 
-def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int,
-             batch_size: int) -> tuple[list[str], float, list[int], list[tuple[str, float]]]:
+def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int,
+             jump_forward: bool = True) -> tuple[list[str], float, list[int], list[Any]]:
     """Texts, wall seconds, generated tokens per system and timed model calls of the batched
     numeric-head forecaster."""
     calls: list[tuple[str, float]] = []
@@ -107,7 +91,7 @@ def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int,
     with timer(model.device) as elapsed, torch.inference_mode():
         result = batched_forecast(model, fmt, contexts, horizon_steps=horizon,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
-                                  progress=False)
+                                  progress=False, jump_forward=jump_forward)
     return ([t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist(),
             calls)
 
@@ -128,6 +112,48 @@ def warm_up(model: torch.nn.Module) -> None:
         model(input_ids=torch.full((2, 16), 15, device=model.device), use_cache=True)
 
 
+def ceiling_shapes(opts: dict[str, Any], prompt_tokens: int) -> list[tuple[int, int, int]]:
+    """The prefill's big matmuls (all systems' prompt tokens as rows) and a decode call's."""
+    d, i = QWEN_0_5B["hidden_size"], QWEN_0_5B["intermediate_size"]
+    rows = min(opts["systems"], opts["batch_size"])
+    prefill = opts["systems"] * prompt_tokens
+    return [(prefill, d, d), (prefill, d, i), (prefill, i, d), (rows, d, i)]
+
+
+def weight_bytes_per_decode_call(model: torch.nn.Module, head_rows: int) -> int:
+    """Bytes of weights one decode call reads: every layer (LoRA included) and the final norm
+    once, and ``head_rows`` rows of the (tied) head; the embedding lookup reads only B rows."""
+    total, embed = 0, model.get_input_embeddings().weight
+    for p in {id(p): p for p in model.parameters()}.values():
+        total += 0 if p is embed else p.numel() * p.element_size()
+    return total + head_rows * embed.shape[1] * embed.element_size()
+
+
+def ceiling_fields(opts: dict[str, Any], model: torch.nn.Module, ceiling: Ceiling,
+                   phases: dict[str, float], prompt_width: int) -> dict[str, float]:
+    """Prefill MFU (its FLOPs in torch's count over the padded batch) and the decode calls'
+    bytes of weights read per second, as a fraction of the copy bandwidth."""
+    model_cfg, _ = model_configs(opts["layers"], rank=8)
+    arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
+    rows = min(opts["systems"], opts["batch_size"])
+    prefill_flops = sum(count_flops(arch, accounting="exact", mode="forward",
+                                    context_tokens=prompt_width, batch_size=n, lora_rank=8,
+                                    head_vocab=13, convention="torch").total
+                        for n in _batches(opts["systems"], rows))
+    weights = weight_bytes_per_decode_call(model, 13)
+    per_call = phases["seconds_per_decode_call"]
+    read_rate = weights / per_call if per_call else 0.0
+    return {"mfu": prefill_flops / phases["prefill_seconds"] / ceiling.peak_flops,
+            "prefill_flops": prefill_flops, "decode_weight_bytes_per_call": weights,
+            "decode_weight_bytes_per_s": read_rate,
+            "decode_bandwidth_fraction": read_rate / ceiling.bandwidth,
+            "rows_per_decode_call": rows}
+
+
+def _batches(systems: int, rows: int) -> list[int]:
+    return [min(rows, systems - start) for start in range(0, systems, rows)]
+
+
 def _parse(argv: list[str] | None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=24, help="decoder layers (full: 24)")
@@ -143,6 +169,10 @@ def _parse(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs of our forecaster; the fastest counts (the CPU is shared)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--form", default="decimal", choices=FORMS,
+                        help="LLMTIME text form of the prompts and forecasts")
+    parser.add_argument("--no-generate", dest="generate", action="store_false",
+                        help="skip the model.generate() peer")
     opts = vars(parser.parse_args(argv))
     if opts["repeats"] < 1:
         parser.error("--repeats: must be >= 1")
@@ -159,57 +189,88 @@ def _reference_seconds_per_forecast(ref_s: float, ref_tokens: int, ours_tokens: 
     return ref_s / ref_tokens * sum(ours_tokens[:n_ref]) / n_ref
 
 
+def _print_rows(opts, n_ref, ref, ours, plain, gen) -> None:
+    """The table: one row per forecaster (name, systems, tokens, seconds)."""
+    rows = [("reference (1 system, no cache, full head)", n_ref, *ref)]
+    if gen is not None:
+        rows.append(("generate() (batch, KV cache, full head)", opts["systems"], *gen))
+    rows += [("ours, no jump-forward", opts["systems"], *plain),
+             (f"ours (batch {opts['batch_size']}, KV cache, numeric head, jump-forward)",
+              opts["systems"], *ours)]
+    print_table([(name, str(n), str(tokens), f"{sec:.2f}", f"{n / sec:.4f}", f"{tokens / sec:.2f}")
+                 for name, n, tokens, sec in rows],
+                ("forecaster", "systems", "tokens", "seconds", "forecasts/s", "tokens/s"))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = _parse(argv)
     torch.manual_seed(0)
     device = pick_device(opts["device"])
+    contexts, fmt = contexts_and_format(opts["systems"], opts["context_steps"], opts["form"])
+    prompt_tokens = len(fmt.prompt(contexts[0]))
+    ceiling = measure(ceiling_shapes(opts, prompt_tokens), device, bf16=False)
+    print_ceiling(ceiling)
     model = build_model(*model_configs(opts["layers"], rank=8)).to(device).eval()
-    contexts, fmt = contexts_and_format(opts["systems"], opts["context_steps"])
-    n_ref, cap = opts["reference_systems"], opts["reference_tokens"]
+    n_ref, cap, horizon = opts["reference_systems"], opts["reference_tokens"], opts["horizon"]
     warm_up(model)
 
-    runs = [run_ours(model, contexts, fmt, opts["horizon"], opts["batch_size"])
+    runs = [run_ours(model, contexts, fmt, horizon, opts["batch_size"])
             for _ in range(opts["repeats"])]
     ours_texts, ours_s, ours_tokens, ours_calls = min(runs, key=lambda run: run[1])  # best of N
     phases = phase_split(ours_calls, ours_s)
-    ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], fmt,
-                                                 opts["horizon"], cap)
+    plain_texts, plain_s, _, plain_calls = run_ours(model, contexts, fmt, horizon,
+                                                    opts["batch_size"], jump_forward=False)
+    plain_decode_calls = phase_split(plain_calls, plain_s)["decode_calls"]
+    gen = run_generate(model, contexts, fmt, horizon) if opts["generate"] else None
+    ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], fmt, horizon, cap)
     capped = cap is not None and ref_tokens < sum(ours_tokens[:n_ref])
     ref_per_forecast = _reference_seconds_per_forecast(ref_s, ref_tokens, ours_tokens, n_ref,
                                                        capped)
     ours_rate, ref_rate = opts["systems"] / ours_s, 1.0 / ref_per_forecast
     same = [ours[:len(ref)] == ref for ref, ours in zip(ref_texts, ours_texts, strict=False)]
+    same_generate = gen is None or gen[0] == ours_texts
+    fields = ceiling_fields(opts, model, ceiling, phases,
+                            max(len(fmt.prompt(c)) for c in contexts))
 
-    prompt_tokens = len(fmt.prompt(contexts[0]))
     print(f"forecasting: layers={opts['layers']} systems={opts['systems']} context="
-          f"{opts['context_steps']} steps (~{prompt_tokens} tokens) horizon={opts['horizon']} "
+          f"{opts['context_steps']} steps (~{prompt_tokens} tokens) horizon={horizon} "
           f"steps (~{np.mean(ours_tokens):.0f} tokens), greedy, constrained, "
           f"threads={torch.get_num_threads()}")
-    print_table([
-        ("reference (1 system, no cache, full head)", str(n_ref), str(ref_tokens),
-         f"{ref_s:.2f}", f"{ref_rate:.4f}", f"{ref_tokens / ref_s:.2f}"),
-        (f"ours (batch {opts['batch_size']}, KV cache, numeric head)", str(opts["systems"]),
-         str(sum(ours_tokens)), f"{ours_s:.2f}", f"{ours_rate:.4f}",
-         f"{sum(ours_tokens) / ours_s:.2f}"),
-    ], ("forecaster", "systems", "tokens", "seconds", "forecasts/s", "tokens/s"))
+    total = sum(ours_tokens)
+    _print_rows(opts, n_ref, (ref_tokens, ref_s), (total, ours_s), (total, plain_s),
+                None if gen is None else (total, gen[1]))
     if capped:
         print(f"reference capped at {cap} tokens per system; its forecasts/s extrapolates its "
               "time per token to the full forecast (later tokens see longer inputs, so this "
               "flatters the reference)")
-    print(f"ours: prefill {phases['prefill_seconds']:.2f} s, {phases['decode_calls']} decode calls "
-          f"{phases['decode_seconds']:.2f} s ({phases['seconds_per_decode_call']:.3f} s each), "
+    print(f"ours: prefill {phases['prefill_seconds']:.2f} s (MFU {fields['mfu']:.2f}), "
+          f"{phases['decode_calls']} decode calls (without jump-forward {plain_decode_calls}) "
+          f"{phases['decode_seconds']:.2f} s ({phases['seconds_per_decode_call']:.3f} s each, "
+          f"{fields['decode_weight_bytes_per_s'] / 1e9:.1f} GB/s of weights read = "
+          f"{fields['decode_bandwidth_fraction']:.2f} of the copy bandwidth), "
           f"grammar and bookkeeping {phases['other_seconds']:.2f} s")
-    print(f"identical greedy outputs on the {n_ref} reference systems"
-          f"{' (compared prefix)' if capped else ''}: {all(same)} "
-          f"(system 0: {ours_texts[0][:32]!r}...)")
-    summary = {"speedup": ours_rate / ref_rate, "identical": all(same),
+    print(f"identical greedy outputs: reference on its {n_ref} systems"
+          f"{' (compared prefix)' if capped else ''}: {all(same)}; generate(): "
+          f"{same_generate if gen else 'skipped'}; without jump-forward: "
+          f"{plain_texts == ours_texts} (system 0: {ours_texts[0][:32]!r}...)")
+    summary = {"speedup": ours_rate / ref_rate,
+               "speedup_vs_generate": gen[1] / ours_s if gen else None,
+               "identical": all(same) and same_generate and plain_texts == ours_texts,
                "identical_systems": int(sum(same)), "compared_systems": n_ref,
+               "identical_generate": same_generate if gen else None,
+               "decode_calls_ratio": phases["decode_calls"] / plain_decode_calls,
+               "decode_calls_without_jump_forward": plain_decode_calls,
+               "generate_decode_calls": gen[2] if gen else None,
+               "speedup_jump_forward": plain_s / ours_s,
+               "tokens_per_step": tokens_per_step(fmt), "form": opts["form"],
+               "peak_flops": ceiling.peak_flops, **fields,
                "reference_extrapolated": capped,
                "ours_forecasts_per_s": ours_rate, "reference_forecasts_per_s": ref_rate,
+               "generate_seconds": gen[1] if gen else None,
                "ours_seconds": ours_s, "reference_seconds": ref_s,
-               "ours_generated_tokens": sum(ours_tokens), "reference_generated_tokens": ref_tokens,
+               "ours_generated_tokens": total, "reference_generated_tokens": ref_tokens,
                "prompt_tokens": prompt_tokens, "threads": torch.get_num_threads(),
-               "device": str(device), **phases,
+               "device": str(device), **phases, **ceiling.as_dict(),
                **{k: opts[k] for k in ("layers", "systems", "context_steps", "horizon")}}
     print_json_last(summary)
     return summary

@@ -235,6 +235,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: str = "never"
     resume_from: str | None = None
+    compile: bool = False
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _require(self.max_steps >= 0, "train.max_steps", f"must be >= 0, got {self.max_steps}")
@@ -314,6 +316,7 @@ class EvalConfig:
     baselines: list[str] = field(default_factory=lambda: ["persistence", "linear_ar"])
     season_length: int = 1
     skip_llm: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _require(

@@ -258,7 +258,9 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
     }
 
     def count(mode: str, context_tokens: int, **kwargs: int) -> float:
-        extra = {"backward": settings.budget.backward} if mode == "train" else {}
+        extra = {"backward": settings.budget.backward,
+                 "gradient_checkpointing": settings.train.gradient_checkpointing,
+                 } if mode == "train" else {}
         return count_flops(
             arch, mode=mode, context_tokens=context_tokens, **common, **extra, **kwargs
         ).total

@@ -208,6 +208,7 @@ def _run_forecast(
         seed=settings.eval.seed,
         logits_fn=logits_fn_for(settings.model.head, model, fmt.head_ids(include_eos=True)),
         progress=progress,
+        compile=settings.eval.compile,
     )
 
 

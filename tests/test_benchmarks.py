@@ -6,13 +6,20 @@ the numbers that are exact by construction are.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
-from benchmarks import forecasting, training
+from benchmarks import ceiling, forecasting, training
 from benchmarks.common import LLMTIME_IDS, model_configs
 from lora_forecast.flops import Architecture, count_flops
 from lora_forecast.models.build import tiny_qwen2_config
+
+
+def per_shape(summary: dict) -> list[float]:
+    """The matmul rates the ceiling measured, one per GEMM shape of the model."""
+    return [v for k, v in summary.items() if k.startswith("peak_flops_shape_")]
 
 
 def _last_json_line(capsys: pytest.CaptureFixture[str]) -> dict:
@@ -20,21 +27,32 @@ def _last_json_line(capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(lines[-1])
 
 
-def test_forecasting_benchmark_matches_the_reference_token_for_token(capsys):
-    summary = forecasting.main(["--layers", "1", "--systems", "3", "--reference-systems", "2",
+def test_forecasting_benchmark_matches_its_peers_token_for_token(capsys):
+    summary = forecasting.main(["--layers", "1", "--systems", "3", "--reference-systems", "1",
                                 "--context-steps", "4", "--horizon", "2", "--repeats", "1"])
     assert _last_json_line(capsys) == pytest.approx(summary)
-    # greedy, same model, same grammar: the batched cached forecaster writes the same tokens
-    assert summary["identical"] is True
-    assert summary["identical_systems"] == summary["compared_systems"] == 2
+    # greedy, same model, same grammar: generate(), the reference loop, ours with and without
+    # jump-forward all write the same tokens
+    assert summary["identical"] is True and summary["identical_generate"] is True
+    assert summary["identical_systems"] == summary["compared_systems"] == 1
     assert summary["reference_extrapolated"] is False  # uncapped: every token was timed
-    assert summary["speedup"] > 0
+    assert summary["speedup"] > 0 and summary["speedup_vs_generate"] > 0
     # 2 steps x 2 variables, each value ends in one separator; 3 systems
     assert summary["ours_generated_tokens"] >= 3 * 2 * 2 * 2
-    # one batch: one prefill, then one model call per generated token but the last
+    # without jump-forward: one batch, one prefill, then one call per token but the last
     longest = summary["ours_generated_tokens"] / 3
-    assert longest - 1 <= summary["decode_calls"] <= summary["ours_generated_tokens"]
+    assert longest - 1 <= summary["decode_calls_without_jump_forward"] <= longest
+    # jump-forward: the 3 separators of every forecast ride along with the next call
+    assert summary["decode_calls"] <= summary["decode_calls_without_jump_forward"] - 3
+    assert summary["decode_calls_ratio"] == pytest.approx(
+        summary["decode_calls"] / summary["decode_calls_without_jump_forward"])
     assert summary["prefill_seconds"] > 0 and summary["decode_seconds"] > 0
+    # the ceiling: measured peak, MFU and bandwidth fraction are rates, not placeholders
+    assert summary["peak_flops"] == max(per_shape(summary)) > 0
+    assert summary["mfu"] > 0 and summary["decode_bandwidth_fraction"] > 0
+    assert summary["bandwidth_bytes_per_s"] > 0
+    # "d.dd,d.dd;" per step: the synthetic data scaled by 10 stays below 10
+    assert summary["tokens_per_step"] == 10.0
 
 
 def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
@@ -47,11 +65,15 @@ def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
     _last_json_line(capsys)
 
 
-def test_training_benchmark_reports_the_exact_flops_ratio(capsys):
+def test_training_benchmark_reports_the_exact_flops_ratio(capsys, monkeypatch):
+    monkeypatch.setattr(ceiling, "bf16_support", lambda device: (False, "no bf16 in this test"))
     argv = ["--layers", "2", "--batch", "1", "--context", "16", "--steps", "1", "--warmup", "0",
-            "--variants", "reference,numeric", "--profile"]
+            "--variants", "reference,numeric,numeric+bf16,numeric+ckpt", "--profile"]
     summary = training.main(argv)
-    assert _last_json_line(capsys) == pytest.approx(summary)
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1]) == pytest.approx(summary)
+    assert "skipping the bf16 variants" in out and "speedup_bf16" not in summary
+    assert summary["speedup_ckpt"] > 0 and summary["numeric+ckpt_mfu"] > 0
     model_cfg, _ = model_configs(2, 8)
     arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
 
@@ -66,6 +88,29 @@ def test_training_benchmark_reports_the_exact_flops_ratio(capsys):
     assert "speedup_at_24_layers_extrapolated" in summary  # depth < 24: extrapolated too
     assert 0 < summary["numeric_matmul_share"] < 1 and 0 < summary["reference_matmul_share"] < 1
     assert {"numeric_tokens_per_s", "reference_tokens_per_s"} <= summary.keys()
+    # MFU: autograd's real FLOPs (torch convention: what FlopCounterMode counts) per second
+    autograd = count_flops(arch, accounting="exact", mode="train", context_tokens=16,
+                           batch_size=1, steps=1, lora_rank=8, lora_targets=("q_proj", "v_proj"),
+                           head_vocab=len(LLMTIME_IDS), convention="torch",
+                           backward="autograd").total
+    seconds = 1 * 16 / summary["numeric_tokens_per_s"]
+    assert summary["mfu"] == pytest.approx(autograd / seconds / summary["peak_flops"])
+    assert summary["peak_flops"] == max(per_shape(summary)) > 0
+    assert summary["tokens_per_step"] == 10.0
+
+
+def test_bf16_support_follows_the_cpu_flags():
+    flags = Path("/proc/cpuinfo").read_text()
+    native, why = ceiling.bf16_support(torch.device("cpu"))
+    assert native == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert why
+
+
+def test_ceiling_measures_positive_rates():
+    rates = ceiling.matmul_flops_per_s([(8, 16, 32)], torch.float32, torch.device("cpu"),
+                                       repeats=1, min_seconds=0.01)
+    assert list(rates) == ["8x16x32"] and rates["8x16x32"] > 0
+    assert ceiling.copy_bandwidth(torch.device("cpu"), mib=4, repeats=1) > 0
 
 
 def test_training_benchmark_needs_both_variants():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 from lora_forecast.flops.architecture import Architecture
@@ -43,6 +44,7 @@ def count_flops(
     backward: str = "rule",
     kv_cache: bool = True,
     head_vocab: int | None = None,
+    gradient_checkpointing: bool = False,
 ) -> FlopsReport:
     """Count the FLOPs of a workload on ``arch`` (any family of ``flops.families.FAMILIES``).
 
@@ -71,6 +73,9 @@ def count_flops(
         kv_cache: inference reuses keys/values (True) or recomputes the sequence each token.
         head_vocab: vocabulary rows the lm head computes (None: ``arch.vocab``; a numeric-only
             head computes 13).
+        gradient_checkpointing: train only: the decoder layers' forward runs again during the
+            backward (activation checkpointing), counted as ``recompute/*`` (the head is not
+            checkpointed).
 
     Returns:
         A :class:`FlopsReport` whose ``breakdown`` sums to ``total``.
@@ -94,4 +99,24 @@ def count_flops(
         head_vocab=vocab,
     )
     breakdown = ACCOUNTINGS[accounting](arch, request, conv)
+    if gradient_checkpointing and mode == "train":
+        breakdown = {**breakdown, **_recompute(arch, request, conv, accounting)}
     return FlopsReport(breakdown, accounting=accounting, mode=mode, convention=conv.name)
+
+
+def _recompute(arch: Architecture, request: FlopsRequest, conv: Convention,
+               accounting: str) -> dict[str, float]:
+    """Activation checkpointing's extra cost: every step runs the layers' forward once more.
+
+    Non-reentrant checkpointing stops recomputing once every tensor the backward needs is back;
+    a frozen ``down_proj`` needs none (its input gradient uses only its weight), so the exact
+    accounting leaves it out unless LoRA wraps it (as ``FlopCounterMode`` sees). The head is not
+    checkpointed; embedding lookups are free. The seed accounting adds its whole layer cost.
+    """
+    forward = dataclasses.replace(request, mode="forward")
+    skipped = {"forward/lm_head"}
+    if "down_proj" not in request.lora_targets:
+        skipped.add("forward/down_proj")
+    return {f"recompute/{key.split('/', 1)[1]}": flops * request.steps
+            for key, flops in ACCOUNTINGS[accounting](arch, forward, conv).items()
+            if key not in skipped}

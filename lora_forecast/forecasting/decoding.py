@@ -1,13 +1,14 @@
 """A batched, KV-cached decode loop whose model call is injected (and therefore easy to meter).
 
 The loop left-pads the prompts, runs ONE prefill over the batch (logits of the last position
-only), then feeds one token per row per step with the cache. With ``repeats > 1`` (LLMTIME-style
-sampling) each distinct prompt is prefilled once and its logits, mask, positions and KV cache
-are copied to its ``repeats`` rows, so a long prompt is not recomputed per sample. It stops
-exactly when every row is finished: constrained, when each row's :class:`LLMTimeGrammar` is
-complete (no token is produced after the horizon); unconstrained, when each row has written
-``horizon_steps`` ';' characters (the ';' that would open step ``horizon_steps + 1``), emitted
-EOS, or hit ``max_new_tokens``.
+only), then feeds each row's new tokens per call with the cache: the sampled token plus, under
+the grammar, the tokens it forces next (jump-forward, see :func:`decode`). With
+``repeats > 1`` (LLMTIME-style sampling) each distinct prompt is prefilled once and its
+logits, mask, positions and KV cache are copied to its ``repeats`` rows, so a long prompt is
+not recomputed per sample. It stops exactly when every row is finished: constrained, when each
+row's :class:`LLMTimeGrammar` is complete (no token is produced after the horizon);
+unconstrained, when each row has written ``horizon_steps`` ';' characters (the ';' that would
+open step ``horizon_steps + 1``), emitted EOS, or hit ``max_new_tokens``.
 
 The only effectful dependency is a :data:`LogitsFn`; :func:`full_head_logits_fn` wraps a causal
 LM. Any function with the same signature works (a numeric head, or a no-cache reference that
@@ -24,7 +25,7 @@ import torch
 import transformers
 from packaging.version import Version
 
-from lora_forecast.llmtime.grammar import LLMTimeGrammar, LLMTimeLogitsProcessor
+from lora_forecast.llmtime.grammar import LLMTimeGrammar
 
 # (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], cache | None)
 #   -> (logits of the last position [B, V], the cache for the next call)
@@ -74,8 +75,9 @@ class DecodeResult:
     Rows are ``prompts x repeats``, each prompt's samples adjacent. ``prompt_tokens``/
     ``generated_tokens`` are per row (unpadded); ``prefill_rows``, ``prompt_width`` and
     ``decode_steps`` describe the compute actually done: one prefill over
-    ``[prefill_rows, prompt_width]`` (the distinct prompts) plus ``decode_steps`` single-token
-    forward calls over all ``B`` rows.
+    ``[prefill_rows, prompt_width]`` (the distinct prompts) plus ``decode_steps`` cached
+    forward calls over all ``B`` rows (decode calls; each feeds a row's sampled token and the
+    tokens the grammar forced after it).
     """
 
     tokens: list[list[int]]
@@ -181,14 +183,70 @@ def _prefill(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], pad_id: int,
     return logits, cache, mask, last_pos
 
 
+class _GrammarRows:
+    """Each row's grammar state; masks logits to the allowed tokens and finds forced tokens.
+
+    Hand-written instead of :class:`LLMTimeLogitsProcessor` because rows advance by different
+    numbers of tokens per call under jump-forward, which a ``[B, T]`` processor input cannot hold.
+    """
+
+    def __init__(self, grammar: LLMTimeGrammar, batch: int) -> None:
+        self.grammar = grammar
+        self.states = [grammar.start] * batch
+        self._index: dict[Any, torch.Tensor] = {}
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(logits, float("-inf"))  # [B, V]
+        for row, state in enumerate(self.states):
+            index = self._index.get(state)
+            if index is None:
+                index = torch.tensor(self.grammar.allowed(state), device=logits.device)
+                self._index[state] = index
+            out[row, index] = logits[row, index]
+        return out
+
+    def push(self, row: int, token: int, jump_forward: bool) -> list[int]:
+        """Advance ``row`` by ``token`` and then by every token the grammar forces after it."""
+        g, state = self.grammar, self.grammar.advance(self.states[row], token)
+        tokens = [token]
+        while jump_forward and not g.is_done(state) and len(g.allowed(state)) == 1:
+            tokens.append(g.allowed(state)[0])
+            state = g.advance(state, tokens[-1])
+        self.states[row] = state
+        return tokens
+
+    def done(self, row: int) -> bool:
+        return self.grammar.is_done(self.states[row])
+
+
+def _step_inputs(chunks: list[list[int]], pad_id: int, last_pos: torch.Tensor,
+                 device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """One decode call's (input_ids, new mask columns, position_ids), each [B, k].
+
+    Rows feed different numbers of tokens (a finished row none): they are left-padded to the
+    widest with masked pad tokens, so every row's last column is its newest real token.
+    """
+    ids, new_mask = left_pad([c or [pad_id] for c in chunks], pad_id)
+    new_mask[[r for r, c in enumerate(chunks) if not c]] = 0
+    real = new_mask.to(device)
+    positions = last_pos[:, None] + real.cumsum(-1)  # masked columns repeat a position: unused
+    return ids.to(device), real, positions
+
+
 @torch.no_grad()
 def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int,
            max_new_tokens: int, grammar: LLMTimeGrammar | None = None,
            semicolons: torch.Tensor | None = None, horizon_steps: int | None = None,
            eos_ids: Sequence[int] = (), sampling: Sampling = Sampling(),
            generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-           repeats: int = 1) -> DecodeResult:
+           repeats: int = 1, jump_forward: bool = True) -> DecodeResult:
     """Generate ``repeats`` continuations of each prompt: one prefill, a KV-cached token loop.
+
+    Jump-forward: a token the grammar forces (the only allowed one: a separator after the last
+    decimal, the '.' after ``max_int_digits`` digits) needs no logits of its own, so it is not
+    given a model call: it enters the cache in the next call, together with the token sampled
+    before it. The same tokens pass through the model (same FLOPs), in fewer calls; greedy
+    tokens are the same, and so is the sampling distribution (a forced token has probability 1).
 
     Args:
         logits_fn: the model call (see :data:`LogitsFn`).
@@ -204,6 +262,7 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
         device: where the input tensors go (the model's device).
         repeats: rows per prompt (samples), adjacent in the output; the prompt is prefilled
             once and its KV cache shared (copied) by its rows.
+        jump_forward: feed grammar-forced tokens without a model call of their own.
 
     Returns:
         A :class:`DecodeResult` over ``len(prompts) * repeats`` rows.
@@ -216,32 +275,31 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
         raise ValueError(f"repeats: must be >= 1, got {repeats}")
     logits, cache, mask, last_pos = _prefill(logits_fn, prompts, pad_id, repeats, device)
     batch, width = mask.shape
-    processor = LLMTimeLogitsProcessor(grammar, prompt_length=0) if grammar else None
+    rules = _GrammarRows(grammar, batch) if grammar else None
     free = None if grammar else _FreeStop(semicolons, horizon_steps, eos_ids, batch)
-    generated = torch.empty((batch, 0), dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    lengths = torch.zeros(batch, dtype=torch.long, device=device)
-    steps = 0
-    for _ in range(max_new_tokens):
-        if processor is not None:
-            logits = processor(generated, logits)
-        token = next_tokens(logits, sampling, generator)
-        token = token.masked_fill(finished, pad_id)
-        lengths += (~finished).long()
-        generated = torch.cat([generated, token[:, None]], dim=1)
-        if processor is not None:
-            processor.update(generated)
-            finished = torch.as_tensor(processor.done, device=device)
-        else:
-            finished |= free.update(token).to(device)
-        if bool(finished.all()) or generated.shape[1] == max_new_tokens:
+    rows: list[list[int]] = [[] for _ in range(batch)]
+    finished = [False] * batch
+    calls = 0
+    while True:
+        token = next_tokens(rules.mask(logits) if rules else logits, sampling, generator).tolist()
+        chunks = [[] if finished[r] else
+                  (rules.push(r, token[r], jump_forward) if rules else [token[r]])
+                  for r in range(batch)]
+        stopped = free.update(torch.as_tensor([c[0] if c else pad_id for c in chunks])) \
+            if free else None
+        for r, chunk in enumerate(chunks):
+            chunks[r] = chunk[: max_new_tokens - len(rows[r])]
+            rows[r] += chunks[r]
+            finished[r] = finished[r] or len(rows[r]) >= max_new_tokens or bool(
+                rules.done(r) if rules else stopped[r])
+        if all(finished):
             break
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
-        last_pos = last_pos + 1
-        logits, cache = logits_fn(token[:, None], mask, last_pos[:, None], cache)
-        steps += 1
-    rows = [generated[r, : int(lengths[r])].tolist() for r in range(batch)]
+        ids, new_mask, positions = _step_inputs(chunks, pad_id, last_pos, device)
+        mask = torch.cat([mask, new_mask], dim=1)
+        last_pos = positions[:, -1]
+        logits, cache = logits_fn(ids, mask, positions, cache)
+        calls += 1
     return DecodeResult(tokens=rows, prompt_tokens=[len(p) for p in prompts for _ in
                                                     range(repeats)],
                         generated_tokens=[len(r) for r in rows], prompt_width=width,
-                        decode_steps=steps, prefill_rows=len(prompts))
+                        decode_steps=calls, prefill_rows=len(prompts))

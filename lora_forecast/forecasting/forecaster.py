@@ -28,14 +28,15 @@ from lora_forecast.forecasting.decoding import (
 )
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.llmtime.grammar import LLMTimeGrammar
+from lora_forecast.models.compiled import compiled
 
 QUANTILES = (0.1, 0.9)
 
 @dataclass(frozen=True)
 class DecodeBatch:
     """Compute actually spent on one batch: a prefill over ``[prefill_rows, prompt_width]``
-    tokens (one row per system), then ``decode_steps`` single-token forward calls over all
-    ``rows`` (system x sample, padding included)."""
+    tokens (one row per system), then ``decode_steps`` cached forward calls (decode calls)
+    over all ``rows`` (system x sample, padding included)."""
 
     rows: int
     prompt_width: int
@@ -67,6 +68,11 @@ class Forecast:
     batches: list[DecodeBatch]
 
     @property
+    def decode_calls(self) -> int:
+        """Cached model calls after the prefills, over all batches."""
+        return sum(b.decode_steps for b in self.batches)
+
+    @property
     def parse_failures(self) -> int:
         """Systems (forecasts) without a single parsable sample."""
         return int((~self.parsed.any(axis=1)).sum())
@@ -89,7 +95,8 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
              batch_size: int = 16, constrained: bool = True, num_samples: int = 1,
              temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
              logits_fn: LogitsFn | None = None, progress: bool = True,
-             greedy: bool | None = None) -> Forecast:
+             greedy: bool | None = None, jump_forward: bool = True,
+             compile: bool = False) -> Forecast:
     """Forecast ``horizon_steps`` steps after each context.
 
     Args:
@@ -110,6 +117,9 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
         logits_fn: the model call; default :func:`full_head_logits_fn` of ``model``.
         progress: show a tqdm bar over batches.
         greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
+        jump_forward: feed grammar-forced tokens without a model call of their own (same
+            tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`).
+        compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
 
     Returns:
         A :class:`Forecast`.
@@ -127,7 +137,10 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     generator = torch.Generator(device=device).manual_seed(seed)
     logits_fn = logits_fn or full_head_logits_fn(model)
-    options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device)
+    if compile:
+        logits_fn = compiled(logits_fn, "eval.compile", device.type)
+    options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device,
+                   jump_forward=jump_forward)
     options.update(max_new_tokens=max_new_tokens(grammar, constrained))
     if constrained:
         options.update(grammar=grammar)

@@ -182,6 +182,23 @@ def build_model(model_cfg: ModelConfig, lora_cfg: LoraConfig) -> PeftModel:
     return model
 
 
+def enable_gradient_checkpointing(model: PreTrainedModel | PeftModel) -> None:
+    """Recompute each decoder layer's activations in the backward instead of keeping them.
+
+    Non-reentrant checkpointing works with a frozen base whose trainable tensors sit inside the
+    layers (LoRA) or after them (the lm_head bias, the numeric head). transformers also turns
+    on ``enable_input_require_grads`` (PEFT's companion), which only reentrant checkpointing
+    needs: here it would make autograd differentiate the first layer back to the frozen
+    embeddings for nothing, so it is turned off again.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.disable_input_require_grads()
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every trainable tensor by name (LoRA A/B and the lm_head bias), detached copies."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

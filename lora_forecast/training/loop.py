@@ -27,7 +27,12 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lora_forecast.config import TrainConfig
-from lora_forecast.models.build import load_trainable_state, trainable_state
+from lora_forecast.models.build import (
+    enable_gradient_checkpointing,
+    load_trainable_state,
+    trainable_state,
+)
+from lora_forecast.models.compiled import compiled
 from lora_forecast.training import checkpoint as ckpt
 from lora_forecast.training.batches import BatchOrder, collate, label_tokens
 from lora_forecast.training.distributed import LossModule, from_rank0, global_sum
@@ -114,12 +119,17 @@ class Trainer:
     ) -> None:
         self.cfg, self.run_dir, self.hooks, self.acc = cfg, run_dir, hooks, accelerator
         self.train_set, self.val_set = train_set, val_set
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        # the step's forward (and so its backward graph) compiled; validation stays eager
+        step_loss = (compiled(hooks.loss_fn, "train.compile", accelerator.device.type)
+                     if cfg.compile else hooks.loss_fn)
         optimizer, scheduler = build_optimizer(model, cfg)
         # ``model`` stays the bare PEFT model (saving, validation, forecasting); training steps
         # go through ``net``, the loss module DDP wraps (see training.distributed for why).
         self.model = model
         self.net, self.optimizer, self.scheduler = accelerator.prepare(
-            LossModule(model, hooks.loss_fn), optimizer, scheduler
+            LossModule(model, step_loss), optimizer, scheduler
         )
         # One draw of batch_size x grad_accum windows per optimiser step, then split into
         # micro-batches: a step trains on the same windows however it is accumulated, and the
