@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lora_forecast.cli import one_line_error, restore_user_error_setting, run_cli
 from lora_forecast.errors import ConfigError, LoraForecastError
+from lora_forecast.job import atomic_directory
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.paths import config_dir
 
 EXPORT_INFO = "lora_forecast.json"
@@ -69,14 +70,16 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
     settings = settings_from(run_config(run_dir))
     model = load_run_model(settings, run_dir)
     bias = model.get_base_model().get_output_embeddings().bias
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp / "adapter")
         _save_bias(bias, tmp / "adapter")
+        fmt = LLMTimeFormat.for_tokenizer(
+            LLMTimeCodec(1.0, settings.data.decimals, settings.data.number_format),
+            load_tokenizer(settings.model))
         info = {"run": str(run_dir), "decimals": settings.data.decimals,
-                "scaling": run_scaling(run_dir), "format": "LLMTIME: x / alpha, values ',' "
-                "steps ';', prompt ends with ';'"}
+                "number_format": settings.data.number_format, "layout": fmt.tokens.layout,
+                "example_prompt": fmt.text(np.array([[0.25, 1.5], [0.27, 1.47]])),
+                "scaling": run_scaling(run_dir)}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2))
         if merge:
             merged = model.merge_and_unload()
@@ -85,11 +88,6 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
             merged.save_pretrained(tmp / "merged")
             load_tokenizer(settings.model).save_pretrained(tmp / "merged")
             _save_bias(bias, tmp / "merged")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -10,8 +10,12 @@ shows it as one ``error:`` line, so it is not printed twice).
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HYDRA_ONLY = {".hydra"}  # plus the job's *.log files
@@ -80,3 +84,19 @@ def discard_unused_run_dir(run_dir: Path, output_dir: Path) -> bool:
         except OSError:
             break
     return True
+
+
+@contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out`` to fill; it becomes ``out`` only if the block ends
+    without an error, so a failed command never leaves a half-written folder. ``out`` must not
+    exist or be an empty folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.errors import ConfigError, DataFormatError
 from lora_forecast.forecast.runs import run_scaling
+from lora_forecast.job import atomic_directory
 from lora_forecast.llmtime import LLMTimeCodec
 
 log = logging.getLogger(__name__)
@@ -164,15 +162,8 @@ def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
     fc = forecast_scaled(_with_horizon(settings, job.horizon), model, fmt, scaling.text_scale,
                          contexts, progress=True)
     meter.add(_forecast_cost(settings, fc, None), "forecasting")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         _write(tmp, job, settings, series, contexts, fc, meter)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
