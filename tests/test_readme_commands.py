@@ -55,7 +55,8 @@ BLOCKS = runnable_blocks((REPO / "README.md").read_text())
 
 def test_readme_marks_the_quickstart_and_the_dry_run_runnable() -> None:
     commands = [c for block in BLOCKS for c in block]
-    assert "HF_HUB_OFFLINE=1 python -m lora_forecast +experiment=smoke" in commands
+    assert "pip install -e . && HF_HUB_OFFLINE=1 python -m lora_forecast +experiment=smoke" \
+        in commands  # the quickstart's install-and-run command
     assert any("budget.dry_run=true" in c for c in commands)
     assert all("<" not in c for c in commands), "placeholders in a runnable block"
 
