@@ -23,6 +23,9 @@ from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.llmtime import NUMBER_FORMATS, LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.tokenizer import qwen_tokenizer
+from lora_forecast.quiet import quiet_third_party
+
+quiet_third_party()  # the same filters as the entry point: benchmark output stays readable
 
 # Qwen2.5-0.5B-Instruct (SPEC "Model facts"); only the depth is configurable.
 QWEN_0_5B = dict(hidden_size=896, num_heads=14, num_kv_heads=2, intermediate_size=4864)
