@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 import torch.distributed as dist
@@ -30,6 +31,7 @@ from lora_forecast.results import read_results
 from lora_forecast.task import run_task
 from lora_forecast.training.batches import BatchOrder
 from lora_forecast.training.distributed import LossModule
+from lora_forecast.training.pruning import PRUNED_AT_ATTR, PRUNER_ATTR
 
 # 8 steps planned; min_delta=100 makes the 2nd evaluation (step 4) "no improvement", so rank 0
 # decides early stopping there and rank 1 must follow it (or hang in the next step's allreduce).
@@ -115,6 +117,31 @@ def test_two_processes_train_like_one_with_the_global_batch(tmp_path: Path) -> N
     # rank 1 wrote nothing of ours: only Hydra's own config copy and job log
     leftovers = {p.name for p in (tmp_path / "rank1").iterdir()}
     assert leftovers <= {".hydra", "lora_forecast.log", "default.log"}, leftovers
+
+
+def test_a_pruned_two_process_trial_stops_both_ranks_at_rank_0s_verdict(tmp_path: Path) -> None:
+    """The pruner is asked on rank 0 only; its verdict must reach rank 1 (else rank 1 hangs in
+    the next step's allreduce and torchrun never returns: the timeout fails the test)."""
+    storage = f"sqlite:///{tmp_path / 'optuna.sqlite'}"
+    study = optuna.create_study(study_name="ddp-prune", storage=storage)
+    study.set_user_attr(PRUNER_ATTR, {"name": "threshold", "options": {"upper": 0.0}})
+    trial = study.ask()  # any validation loss > 0 is above the threshold: pruned at step 2
+    run_dir = tmp_path / "run"
+    command = torchrun(tmp_path, str(run_dir), "train.max_steps=8", "train.batch_size=2",
+                       f"trial.storage={storage}", "trial.study_name=ddp-prune",
+                       f"trial.number={trial.number}")  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = read_results(run_dir)
+    assert results["status"] == results["end_reason"] == "pruned"
+    assert results["train"]["steps"] == 2 and results["metrics"] is None  # no test forecasts
+    assert study.trials[0].user_attrs[PRUNED_AT_ATTR] == 2
+    assert list(study.trials[0].intermediate_values) == [2]  # reported once, by rank 0
+    with Ledger(f"sqlite:///{tmp_path / 'ddp' / 'ledger.sqlite'}", create=False) as ledger:
+        rows = ledger.rows()
+    assert [(r.status, r.spent_flops) for r in rows] == [("pruned", results["flops"]["spent"])]
+    assert 0 < results["flops"]["spent"] < results["flops"]["predicted"]
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, err: Path) -> None:
