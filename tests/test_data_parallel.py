@@ -25,8 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.config import LoraConfig, ModelConfig
+from lora_forecast.llmtime import TokenTable
 from lora_forecast.models.build import build_model
 from lora_forecast.models.numeric_head import backbone_and_head, numeric_head_loss
+from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.results import read_results
 from lora_forecast.task import run_task
 from lora_forecast.training.batches import BatchOrder
@@ -37,7 +39,7 @@ from lora_forecast.training.pruning import PRUNED_AT_ATTR, PRUNER_ATTR
 # decides early stopping there and rank 1 must follow it (or hang in the next step's allreduce).
 EARLY_STOP = ("train.max_steps=8", "train.patience=1", "train.min_delta=100")
 TIMEOUT_S = 240
-ALPHABET = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)
+ALPHABET = TokenTable.from_tokenizer(qwen_tokenizer()).head_ids()  # '0'..'9', '.', ',', ';'
 
 
 def torchrun(tmp_path: Path, run_dir: str, *extra: str) -> list[str]:

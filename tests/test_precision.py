@@ -20,13 +20,15 @@ from transformers import Qwen2ForCausalLM
 
 import lora_forecast.task as task_module
 from lora_forecast.config import LoraConfig, ModelConfig, TrainConfig
+from lora_forecast.llmtime import TokenTable
 from lora_forecast.models.build import build_model, load_dtype, tiny_qwen2_config
 from lora_forecast.models.numeric_head import numeric_head_loss
+from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.results import read_results
 from lora_forecast.task import EXIT_INTERRUPTED, run_task
 from lora_forecast.training.schedule import build_optimizer
 
-ALPHABET = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)
+ALPHABET = TokenTable.from_tokenizer(qwen_tokenizer()).head_ids()  # '0'..'9', '.', ',', ';'
 
 
 def losses(results: dict) -> list[float]:
