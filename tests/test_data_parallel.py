@@ -39,6 +39,7 @@ from lora_forecast.training.pruning import PRUNED_AT_ATTR, PRUNER_ATTR
 # decides early stopping there and rank 1 must follow it (or hang in the next step's allreduce).
 EARLY_STOP = ("train.max_steps=8", "train.patience=1", "train.min_delta=100")
 TIMEOUT_S = 240
+LAUNCH = Path(__file__).parent / "launch"
 ALPHABET = TokenTable.from_tokenizer(qwen_tokenizer()).head_ids()  # '0'..'9', '.', ',', ';'
 
 
@@ -144,6 +145,35 @@ def test_a_pruned_two_process_trial_stops_both_ranks_at_rank_0s_verdict(tmp_path
         rows = ledger.rows()
     assert [(r.status, r.spent_flops) for r in rows] == [("pruned", results["flops"]["spent"])]
     assert 0 < results["flops"]["spent"] < results["flops"]["predicted"]
+
+
+def test_a_budget_stop_decided_on_rank_0_stops_both_ranks(tmp_path: Path) -> None:
+    """Rank 0's reservation covers 2 of 8 training steps (``tests/launch``: only rank 0's, so
+    rank 1 alone would train on and hang in the next allreduce; the timeout fails the test).
+    Both ranks stop at rank 0's step, rank 0 settles ``stopped_budget`` within its reservation."""
+    run_dir = tmp_path / "run"
+    command = torchrun(tmp_path, str(run_dir), "train.max_steps=8", "train.batch_size=2",
+                       "train.eval_every=8")  # the stop comes before a step, not at validation
+    module_at = command.index("-m", command.index("--nproc_per_node"))
+    command[module_at:module_at + 2] = [str(LAUNCH / "short_reservation_on_rank0.py")]
+    done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"data parallel: process {rank} of 2, 2 windows per step" in done.stdout
+    results = read_results(run_dir)
+    assert results["status"] == results["end_reason"] == "stopped_budget"
+    steps = results["train"]["steps"]  # the reserved validation share pays for some steps too
+    assert 2 <= steps < 8
+    spent, reserved = results["flops"]["spent"], results["flops"]["predicted"]
+    # each step is both processes' work, metered once by rank 0 (the reservation holds 2 steps)
+    per_step = results["flops"]["breakdown"]["training"] / 2
+    assert results["flops"]["spent_by_kind"]["training"] == pytest.approx(steps * per_step)
+    assert 0 < spent <= reserved
+    with Ledger(f"sqlite:///{tmp_path / 'ddp' / 'ledger.sqlite'}", create=False) as ledger:
+        rows = ledger.rows()
+    assert [(r.status, r.spent_flops, r.predicted_flops) for r in rows] == [
+        ("stopped_budget", spent, reserved)]
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, err: Path) -> None:
