@@ -4,7 +4,10 @@ A ratio against a peer says nothing about how much faster anything could be; MFU
 per second / the measured matmul peak) and the bandwidth fraction (bytes of weights a decode
 call reads per second / the measured copy bandwidth) do. The peak is measured with ``torch.mm``
 at the model's own GEMM shapes in the run's precision, best of a few repeats (the CPU may be
-shared), so it is what the matrix units deliver to these shapes, not a datasheet number.
+shared), so it is what the matrix units deliver to these shapes, not a datasheet number. A
+shared machine's rate drifts by tens of percent within minutes, so the benchmarks measure the
+ceiling before AND after their timed runs and divide by the higher of the two
+(:meth:`Ceiling.higher`): MFU errs low, never high.
 
 bf16 is measured only where the hardware has it natively (CUDA capability >= 8.0; on CPU the
 ``avx512_bf16`` or ``amx_bf16`` flags): emulated bf16 matmuls run ~100x slower and would take
@@ -92,6 +95,14 @@ class Ceiling:
     per_shape: dict[str, float]
     bf16_note: str
 
+    def higher(self, other: Ceiling) -> Ceiling:
+        """Per shape, per precision and for the bandwidth, the higher of two measurements."""
+        per_shape = {shape: max(rate, other.per_shape.get(shape, rate))
+                     for shape, rate in self.per_shape.items()}
+        bf16 = [p for p in (self.peak_flops_bf16, other.peak_flops_bf16) if p is not None]
+        return Ceiling(max(per_shape.values()), max(bf16) if bf16 else None,
+                       max(self.bandwidth, other.bandwidth), per_shape, self.bf16_note)
+
     def as_dict(self) -> dict[str, object]:
         return {"peak_flops": self.peak_flops, "peak_flops_bf16": self.peak_flops_bf16,
                 "bandwidth_bytes_per_s": self.bandwidth,
@@ -112,9 +123,20 @@ def measure(shapes: Sequence[tuple[int, int, int]], device: torch.device,
     return Ceiling(max(per_shape.values()), peak_bf16, copy_bandwidth(device), per_shape, note)
 
 
-def print_ceiling(ceiling: Ceiling) -> None:
+def remeasure(before: Ceiling, shapes: Sequence[tuple[int, int, int]], device: torch.device,
+              bf16: bool = True) -> Ceiling:
+    """Measure again after the timed runs; print it; return the higher of both, per shape."""
+    after = measure(shapes, device, bf16)
+    print_ceiling(after, "ceiling after the runs")
+    higher = before.higher(after)
+    print(f"MFU and bandwidth fractions below use the higher of the two: fp32 peak "
+          f"{higher.peak_flops / 1e9:.1f} GFLOP/s, copy {higher.bandwidth / 1e9:.1f} GB/s")
+    return higher
+
+
+def print_ceiling(ceiling: Ceiling, label: str = "ceiling") -> None:
     shapes = ", ".join(f"{s} {f / 1e9:.0f}" for s, f in ceiling.per_shape.items())
-    print(f"ceiling: fp32 matmul {ceiling.peak_flops / 1e9:.1f} GFLOP/s (best of: {shapes}), "
+    print(f"{label}: fp32 matmul {ceiling.peak_flops / 1e9:.1f} GFLOP/s (best of: {shapes}), "
           f"copy bandwidth {ceiling.bandwidth / 1e9:.1f} GB/s (read + write)")
     if ceiling.peak_flops_bf16:
         print(f"ceiling: bf16 matmul {ceiling.peak_flops_bf16 / 1e9:.1f} GFLOP/s")

@@ -1,7 +1,7 @@
 """Forecasting benchmark: our batched, KV-cached, numeric-head, jump-forward forecaster vs peers.
 
     python -m benchmarks.forecasting [--layers 24] [--systems 10] [--context-steps 50]
-                                     [--horizon 10] [--batch-size 16] [--reference-systems 2]
+                                     [--horizon 10] [--batch-size N] [--reference-systems 2]
                                      [--reference-tokens N] [--repeats 2] [--device cpu]
                                      [--form default] [--no-generate]
 
@@ -11,7 +11,8 @@ the same LLMTIME grammar, so every forecaster must write identical tokens:
 
 - ours: :func:`lora_forecast.forecasting.forecast` with
   :func:`lora_forecast.models.numeric_head.numeric_logits_fn` under ``torch.inference_mode()``:
-  all systems in one batch, one prefill, then cached decode calls, 13 logits per row, tokens
+  as many systems per batch as free memory holds (``--batch-size`` pins it), one prefill per
+  batch, then cached decode calls, 13 logits per row, tokens
   the grammar forces fed along with the next call (jump-forward); it also runs once without
   jump-forward (today's one call per token) for ``decode_calls_ratio``;
 - generate (the peer users would pick): ``model.generate()`` on the same batch, KV cache,
@@ -19,7 +20,8 @@ the same LLMTIME grammar, so every forecaster must write identical tokens:
 - reference (the reference study's style): one system at a time, no KV cache, the whole
   sequence recomputed for every new token with the full head (``model(ids).logits[:, -1]``).
 
-First the machine's ceiling is measured (:mod:`benchmarks.ceiling`); our prefill is reported as
+The machine's ceiling is measured before and after the runs, the higher counting
+(:mod:`benchmarks.ceiling`); our prefill is reported as
 MFU and our decode calls as bytes of weights read per second over the copy bandwidth (a decode
 call reads every layer weight once, and computes little: it is bandwidth-bound).
 
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.ceiling import Ceiling, measure, print_ceiling
+from benchmarks.ceiling import Ceiling, measure, print_ceiling, remeasure
 from benchmarks.common import (
     FORMS,
     QWEN_0_5B,
@@ -82,10 +84,10 @@ def timed_calls(logits_fn: LogitsFn, device: torch.device,
     return timed
 
 
-def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int,
-             jump_forward: bool = True) -> tuple[list[str], float, list[int], list[Any]]:
-    """Texts, wall seconds, generated tokens per system and timed model calls of the batched
-    numeric-head forecaster."""
+def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int | None,
+             jump_forward: bool = True) -> tuple[list[str], float, list[int], list[Any], Any]:
+    """Texts, wall seconds, generated tokens per system, timed model calls and the batches
+    (:class:`~lora_forecast.forecasting.DecodeBatch`) of the batched numeric-head forecaster."""
     calls: list[tuple[str, float]] = []
     logits_fn = timed_calls(numeric_logits_fn(model, fmt.head_ids()), model.device, calls)
     with timer(model.device) as elapsed, torch.inference_mode():
@@ -93,7 +95,7 @@ def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
                                   progress=False, jump_forward=jump_forward)
     return ([t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist(),
-            calls)
+            calls, result.batches)
 
 
 def phase_split(calls: list[tuple[str, float]], total: float) -> dict[str, float]:
@@ -115,7 +117,7 @@ def warm_up(model: torch.nn.Module) -> None:
 def ceiling_shapes(opts: dict[str, Any], prompt_tokens: int) -> list[tuple[int, int, int]]:
     """The prefill's big matmuls (all systems' prompt tokens as rows) and a decode call's."""
     d, i = QWEN_0_5B["hidden_size"], QWEN_0_5B["intermediate_size"]
-    rows = min(opts["systems"], opts["batch_size"])
+    rows = min(opts["systems"], opts["batch_size"] or opts["systems"])
     prefill = opts["systems"] * prompt_tokens
     return [(prefill, d, d), (prefill, d, i), (prefill, i, d), (rows, d, i)]
 
@@ -130,16 +132,15 @@ def weight_bytes_per_decode_call(model: torch.nn.Module, head_rows: int) -> int:
 
 
 def ceiling_fields(opts: dict[str, Any], model: torch.nn.Module, ceiling: Ceiling,
-                   phases: dict[str, float], prompt_width: int) -> dict[str, float]:
-    """Prefill MFU (its FLOPs in torch's count over the padded batch) and the decode calls'
+                   phases: dict[str, float], batches: list[Any]) -> dict[str, float]:
+    """Prefill MFU (its FLOPs in torch's count over each padded batch) and the decode calls'
     bytes of weights read per second, as a fraction of the copy bandwidth."""
     model_cfg, _ = model_configs(opts["layers"], rank=8)
     arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
-    rows = min(opts["systems"], opts["batch_size"])
     prefill_flops = sum(count_flops(arch, accounting="exact", mode="forward",
-                                    context_tokens=prompt_width, batch_size=n, lora_rank=8,
-                                    head_vocab=13, convention="torch").total
-                        for n in _batches(opts["systems"], rows))
+                                    context_tokens=b.prompt_width, batch_size=b.prefill_rows,
+                                    lora_rank=8, head_vocab=13, convention="torch").total
+                        for b in batches)
     weights = weight_bytes_per_decode_call(model, 13)
     per_call = phases["seconds_per_decode_call"]
     read_rate = weights / per_call if per_call else 0.0
@@ -147,11 +148,8 @@ def ceiling_fields(opts: dict[str, Any], model: torch.nn.Module, ceiling: Ceilin
             "prefill_flops": prefill_flops, "decode_weight_bytes_per_call": weights,
             "decode_weight_bytes_per_s": read_rate,
             "decode_bandwidth_fraction": read_rate / ceiling.bandwidth,
-            "rows_per_decode_call": rows}
-
-
-def _batches(systems: int, rows: int) -> list[int]:
-    return [min(rows, systems - start) for start in range(0, systems, rows)]
+            "rows_per_decode_call": max(b.rows for b in batches),
+            "forecast_batches": len(batches)}
 
 
 def _parse(argv: list[str] | None) -> dict[str, Any]:
@@ -160,7 +158,8 @@ def _parse(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--systems", type=int, default=10, help="systems our forecaster runs")
     parser.add_argument("--context-steps", type=int, default=50)
     parser.add_argument("--horizon", type=int, default=10, help="forecast steps")
-    parser.add_argument("--batch-size", type=int, default=16, help="rows per batch (ours)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per batch (ours); default: as many as free memory holds")
     parser.add_argument("--reference-systems", type=int, default=2,
                         help="systems the (slow, sequential) reference loop times")
     parser.add_argument("--reference-tokens", type=int, default=None,
@@ -189,13 +188,13 @@ def _reference_seconds_per_forecast(ref_s: float, ref_tokens: int, ours_tokens: 
     return ref_s / ref_tokens * sum(ours_tokens[:n_ref]) / n_ref
 
 
-def _print_rows(opts, n_ref, ref, ours, plain, gen) -> None:
+def _print_rows(opts, n_ref, ref, ours, plain, gen, rows_per_call: int) -> None:
     """The table: one row per forecaster (name, systems, tokens, seconds)."""
     rows = [("reference (1 system, no cache, full head)", n_ref, *ref)]
     if gen is not None:
         rows.append(("generate() (batch, KV cache, full head)", opts["systems"], *gen))
     rows += [("ours, no jump-forward", opts["systems"], *plain),
-             (f"ours (batch {opts['batch_size']}, KV cache, numeric head, jump-forward)",
+             (f"ours (batch {rows_per_call}, KV cache, numeric head, jump-forward)",
               opts["systems"], *ours)]
     print_table([(name, str(n), str(tokens), f"{sec:.2f}", f"{n / sec:.4f}", f"{tokens / sec:.2f}")
                  for name, n, tokens, sec in rows],
@@ -216,9 +215,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs = [run_ours(model, contexts, fmt, horizon, opts["batch_size"])
             for _ in range(opts["repeats"])]
-    ours_texts, ours_s, ours_tokens, ours_calls = min(runs, key=lambda run: run[1])  # best of N
+    ours_texts, ours_s, ours_tokens, ours_calls, batches = min(runs, key=lambda run: run[1])
     phases = phase_split(ours_calls, ours_s)
-    plain_texts, plain_s, _, plain_calls = run_ours(model, contexts, fmt, horizon,
+    plain_texts, plain_s, _, plain_calls, _ = run_ours(model, contexts, fmt, horizon,
                                                     opts["batch_size"], jump_forward=False)
     plain_decode_calls = phase_split(plain_calls, plain_s)["decode_calls"]
     gen = run_generate(model, contexts, fmt, horizon) if opts["generate"] else None
@@ -229,8 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ours_rate, ref_rate = opts["systems"] / ours_s, 1.0 / ref_per_forecast
     same = [ours[:len(ref)] == ref for ref, ours in zip(ref_texts, ours_texts, strict=False)]
     same_generate = gen is None or gen[0] == ours_texts
-    fields = ceiling_fields(opts, model, ceiling, phases,
-                            max(len(fmt.prompt(c)) for c in contexts))
+    ceiling = remeasure(ceiling, ceiling_shapes(opts, prompt_tokens), device, bf16=False)
+    fields = ceiling_fields(opts, model, ceiling, phases, batches)
 
     print(f"forecasting: layers={opts['layers']} systems={opts['systems']} context="
           f"{opts['context_steps']} steps (~{prompt_tokens} tokens) horizon={horizon} "
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"threads={torch.get_num_threads()}")
     total = sum(ours_tokens)
     _print_rows(opts, n_ref, (ref_tokens, ref_s), (total, ours_s), (total, plain_s),
-                None if gen is None else (total, gen[1]))
+                None if gen is None else (total, gen[1]), fields["rows_per_decode_call"])
     if capped:
         print(f"reference capped at {cap} tokens per system; its forecasts/s extrapolates its "
               "time per token to the full forecast (later tokens see longer inputs, so this "

@@ -19,8 +19,9 @@ same random LLMTIME-alphabet batch, each in a fresh subprocess:
 - numeric+compile: the numeric step's loss under ``torch.compile`` (``train.compile``; the
   compilation happens in the ``--warmup`` steps, off the clock).
 
-First the machine's ceiling is measured (:mod:`benchmarks.ceiling`: fp32 matmul FLOP/s at the
-step's own GEMM shapes, bf16 only where native, and copy bandwidth); a bf16 variant is skipped,
+The machine's ceiling is measured before and after the variants, the higher counting
+(:mod:`benchmarks.ceiling`: fp32 matmul FLOP/s at the step's own GEMM shapes, bf16 only where
+native, and copy bandwidth); a bf16 variant is skipped,
 with a line saying so, where bf16 is emulated. Timing is best of ``--steps`` (after
 ``--warmup``), as the CPU is usually shared. Memory is the training phase's peak above the
 post-build baseline (weights excluded). Prints a table; the LAST line is one JSON object:
@@ -38,7 +39,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.ceiling import Ceiling, measure, print_ceiling
+from benchmarks.ceiling import Ceiling, measure, print_ceiling, remeasure
 from benchmarks.common import (
     FORMS,
     GIB,
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if 2 <= opts["layers"] < 24:
         one_layer = in_fresh_process(
             run_variant, {**opts, "layers": 1, "steps": 1, "profile": False}, "numeric")
+    ceiling = remeasure(ceiling, gemm_shapes(opts), pick_device(opts["device"]),
+                        bf16=ceiling.peak_flops_bf16 is not None)
     ref = results["reference"]
     print(f"training step: layers={opts['layers']} batch={opts['batch']} context={opts['context']} "
           f"LoRA r={opts['rank']} on q/v, steps={opts['steps']} (+{opts['warmup']} warmup), "

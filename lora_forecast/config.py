@@ -304,7 +304,7 @@ class EvalConfig:
     n_systems: int | None = None
     context_steps: int = 50
     horizon_steps: int = 10
-    batch_size: int = 16
+    batch_size: int | None = None
     constrained: bool = True
     num_samples: int = 1
     temperature: float = 0.7
@@ -330,7 +330,8 @@ class EvalConfig:
         _require(
             self.horizon_steps >= 1, "eval.horizon_steps", f"must be >= 1, got {self.horizon_steps}"
         )
-        _require(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.batch_size is None or self.batch_size >= 1, "eval.batch_size",
+                 f"must be >= 1 or null (as many as memory holds), got {self.batch_size}")
         _require(self.season_length >= 1, "eval.season_length",
                  f"must be >= 1, got {self.season_length}")
         _require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")

@@ -53,6 +53,8 @@ def test_forecasting_benchmark_matches_its_peers_token_for_token(capsys):
     assert summary["bandwidth_bytes_per_s"] > 0
     # "d.dd,d.dd;" per step: the synthetic data scaled by 10 stays below 10
     assert summary["tokens_per_step"] == 10.0
+    # unsized batches: 3 small systems fit in memory together, one batch of 3 rows
+    assert (summary["rows_per_decode_call"], summary["forecast_batches"]) == (3, 1)
 
 
 def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
@@ -104,6 +106,14 @@ def test_bf16_support_follows_the_cpu_flags():
     native, why = ceiling.bf16_support(torch.device("cpu"))
     assert native == ("avx512_bf16" in flags or "amx_bf16" in flags)
     assert why
+
+
+def test_the_higher_of_two_ceilings_is_taken_per_shape():
+    before = ceiling.Ceiling(5.0, None, 10.0, {"a": 5.0, "b": 3.0}, "note")
+    after = ceiling.Ceiling(4.0, 7.0, 12.0, {"a": 2.0, "b": 4.0}, "other")
+    higher = before.higher(after)
+    assert higher.per_shape == {"a": 5.0, "b": 4.0} and higher.peak_flops == 5.0
+    assert (higher.peak_flops_bf16, higher.bandwidth) == (7.0, 12.0)
 
 
 def test_ceiling_measures_positive_rates():

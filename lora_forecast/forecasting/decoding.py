@@ -103,12 +103,14 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
 
 
 def next_tokens(logits: torch.Tensor, sampling: Sampling,
-                generator: torch.Generator | None) -> torch.Tensor:
+                generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
     """Pick one token per row from ``logits`` [B, V] (masked entries are -inf) -> [B].
 
     Rows whose logits are all -inf get an arbitrary token (callers pad finished rows).
     Sampling works on the ``k`` finite logits only (``topk`` returns them sorted, which the
     nucleus needs): under the grammar k <= 12, so sorting and ``multinomial`` stay cheap.
+    ``generator`` is one random stream for the batch, or one per row: then a row's draws do
+    not depend on which other rows share its batch.
     """
     logits = logits.float()
     if sampling.greedy:
@@ -122,7 +124,13 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling,
     if sampling.top_p < 1.0:
         # keep a token if the mass before it is < top_p (always keeps the most likely one)
         probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= sampling.top_p, 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
+    if isinstance(generator, Sequence):
+        if len(generator) != len(probs):
+            raise ValueError(f"generator: {len(generator)} streams for {len(probs)} rows")
+        choice = torch.stack([torch.multinomial(row, 1, generator=stream)
+                              for row, stream in zip(probs, generator, strict=True)])
+    else:
+        choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
     return index.gather(-1, choice).squeeze(-1)
 
 
@@ -238,7 +246,8 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
            max_new_tokens: int, grammar: LLMTimeGrammar | None = None,
            semicolons: torch.Tensor | None = None, horizon_steps: int | None = None,
            eos_ids: Sequence[int] = (), sampling: Sampling = Sampling(),
-           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           generator: torch.Generator | Sequence[torch.Generator] | None = None,
+           device: torch.device | str = "cpu",
            repeats: int = 1, jump_forward: bool = True) -> DecodeResult:
     """Generate ``repeats`` continuations of each prompt: one prefill, a KV-cached token loop.
 
@@ -258,7 +267,8 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
         horizon_steps: unconstrained only: a row finishes after this many ';' characters.
         eos_ids: unconstrained only: tokens that finish a row.
         sampling: greedy or temperature/top-p sampling.
-        generator: random source for sampling (seed it for determinism).
+        generator: random source for sampling (seed it for determinism), or one per row
+            (``len(prompts) * repeats``, in row order).
         device: where the input tensors go (the model's device).
         repeats: rows per prompt (samples), adjacent in the output; the prompt is prefilled
             once and its KV cache shared (copied) by its rows.

@@ -7,10 +7,16 @@ steps. ``num_samples > 1`` samples
 long prompt is not recomputed per sample. The point forecast is the per-step median over the
 samples that parsed and the band their 10%/90% quantiles. Every sample that does not parse is
 recorded as such (NaN in ``samples``, False in ``parsed``), never silently dropped.
+
+Batches hold as many systems as free memory allows unless a ``batch_size`` is given
+(:mod:`lora_forecast.forecasting.rows`). Each (system, sample) row samples from its own
+random stream, seeded by ``(seed, system, sample)``, so a sampled forecast is the same
+whatever batch it ran in (up to float rounding of the batched model call).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lora_forecast.flops import Architecture
 from lora_forecast.forecasting.decoding import (
     DecodeResult,
     LogitsFn,
@@ -26,11 +33,13 @@ from lora_forecast.forecasting.decoding import (
     decode,
     full_head_logits_fn,
 )
+from lora_forecast.forecasting.rows import free_memory_bytes, row_memory, systems_per_batch
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.llmtime.grammar import LLMTimeGrammar
 from lora_forecast.models.compiled import compiled
 
 QUANTILES = (0.1, 0.9)
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DecodeBatch:
@@ -92,7 +101,7 @@ def max_new_tokens(grammar: LLMTimeGrammar, constrained: bool) -> int:
 
 def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
              contexts: np.ndarray | Sequence[np.ndarray], *, horizon_steps: int,
-             batch_size: int = 16, constrained: bool = True, num_samples: int = 1,
+             batch_size: int | None = None, constrained: bool = True, num_samples: int = 1,
              temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
              logits_fn: LogitsFn | None = None, progress: bool = True,
              greedy: bool | None = None, jump_forward: bool = True,
@@ -106,14 +115,15 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
         contexts: ``[S, Tc, V]`` array, or S arrays ``[Tc_s, V]`` of different lengths.
         horizon_steps: steps to forecast (H).
         batch_size: rows (system x sample) per forward batch: ``max(1, batch_size //
-            num_samples)`` systems, each prefilled once.
+            num_samples)`` systems, each prefilled once; None: as many systems as free memory
+            holds (:func:`batch_systems`; all of them when only a ``logits_fn`` is given).
         constrained: enforce the LLMTIME grammar (always parses); False decodes freely and
             parses the first H ';'-separated steps of the text.
         num_samples: samples per system (N).
         temperature, top_p: sampling settings (ignored when decoding greedily).
         max_int_digits: most integer digits per number under the grammar; also sets the token
             cap of free decoding.
-        seed: seeds the sampling generator (results also depend on ``batch_size``).
+        seed: seeds each row's sampling stream (with its system and sample index).
         logits_fn: the model call; default :func:`full_head_logits_fn` of ``model``.
         progress: show a tqdm bar over batches.
         greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
@@ -126,8 +136,8 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     """
     if model is None and logits_fn is None:
         raise ValueError("forecast needs a model or a logits_fn")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1 or None, got {batch_size}")
     series = _as_series(contexts)
     n_sys, n_vars = len(series), series[0].shape[1]
     sampling = _sampling(num_samples, greedy, temperature, top_p)
@@ -135,12 +145,10 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     grammar = fmt.grammar(n_vars, horizon_steps, max_int_digits)
     prompts = [fmt.prompt(c) for c in series]
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
-    generator = torch.Generator(device=device).manual_seed(seed)
     logits_fn = logits_fn or full_head_logits_fn(model)
     if compile:
         logits_fn = compiled(logits_fn, "eval.compile", device.type)
-    options = dict(pad_id=pad, sampling=sampling, generator=generator, device=device,
-                   jump_forward=jump_forward)
+    options = dict(pad_id=pad, sampling=sampling, device=device, jump_forward=jump_forward)
     options.update(max_new_tokens=max_new_tokens(grammar, constrained))
     if constrained:
         options.update(grammar=grammar)
@@ -150,13 +158,17 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
 
     tokens: dict[tuple[int, int], list[int]] = {}
     batches: list[DecodeBatch] = []
-    per_batch = max(1, batch_size // num_samples)
+    per_batch = (batch_systems(model, max(map(len, prompts)), options["max_new_tokens"],
+                               num_samples, n_sys) if batch_size is None
+                 else max(1, batch_size // num_samples))
     chunks = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
     with _eval_mode(model):
         for chunk in tqdm(chunks, desc="forecast", unit="batch", disable=not progress):
-            result: DecodeResult = decode(logits_fn, [prompts[s] for s in chunk],
-                                          repeats=num_samples, **options)
             jobs = [(s, n) for s in chunk for n in range(num_samples)]  # system-major rows
+            streams = None if sampling.greedy else [row_stream(seed, s, n, device)
+                                                    for s, n in jobs]
+            result: DecodeResult = decode(logits_fn, [prompts[s] for s in chunk],
+                                          repeats=num_samples, generator=streams, **options)
             tokens.update(zip(jobs, result.tokens, strict=True))
             batches.append(DecodeBatch(len(jobs), result.prompt_width, result.decode_steps,
                                        result.prefill_rows))
@@ -170,6 +182,31 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
                     generated_tokens=np.array([[len(tokens[s, n]) for n in range(num_samples)]
                                                for s in range(n_sys)]),
                     batches=batches)
+
+
+def batch_systems(model: torch.nn.Module | None, prompt_width: int, max_new: int,
+                  num_samples: int, n_systems: int) -> int:
+    """Systems per batch when ``batch_size`` is None: as many as free memory holds (at most
+    ``n_systems``), from ``model``'s architecture, weight precision and device; all of them
+    without a model (an injected ``logits_fn`` has no size to go by)."""
+    if model is None:
+        return n_systems
+    param = next(model.parameters())
+    memory = row_memory(Architecture.from_hf_config(model.config), prompt_width, max_new,
+                        param.element_size())
+    free = free_memory_bytes(param.device)
+    fits = systems_per_batch(memory, num_samples, free)
+    log.info("forecast: %d systems x %d sample(s), %d per batch (memory for %d: %.1f GiB free, "
+             "%.1f MiB per system)", n_systems, num_samples, min(fits, n_systems), fits,
+             free / 2**30, (num_samples * memory.kv_cache_per_row + memory.prefill_per_prompt)
+             / 2**20)
+    return min(fits, n_systems)
+
+
+def row_stream(seed: int, system: int, sample: int, device: torch.device) -> torch.Generator:
+    """The random stream of one (system, sample) row: the same in any batch."""
+    state = np.random.SeedSequence([seed, system, sample]).generate_state(1, dtype=np.uint64)
+    return torch.Generator(device=device).manual_seed(int(state[0]))
 
 
 def summarise(samples: np.ndarray, parsed: np.ndarray) -> tuple[np.ndarray, ...]:

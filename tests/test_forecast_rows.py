@@ -1,0 +1,113 @@
+"""Forecast batches sized by free memory (``eval.batch_size=null``), and per-row sampling streams
+that make a sampled forecast independent of the batch it ran in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lora_forecast.config import LoraConfig, ModelConfig
+from lora_forecast.flops import Architecture
+from lora_forecast.forecasting import forecast, full_head_logits_fn
+from lora_forecast.forecasting import forecaster as forecaster_module
+from lora_forecast.forecasting.decoding import Sampling, next_tokens
+from lora_forecast.forecasting.rows import (
+    MEMORY_FRACTION,
+    RowMemory,
+    row_memory,
+    systems_per_batch,
+)
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
+from lora_forecast.models.build import build_model
+from lora_forecast.models.tokenizer import qwen_tokenizer
+
+FMT = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
+OPTIONS = dict(horizon_steps=2, max_int_digits=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(ModelConfig(kind="tiny"), LoraConfig()).eval()
+
+
+@pytest.fixture(scope="module")
+def contexts() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.uniform(0.0, 30.0, size=(t, 2)) for t in (3, 6, 4, 5, 2, 7, 3)]
+
+
+def test_the_kv_bound_is_the_cache_the_model_really_holds(model) -> None:
+    """After a prefill of width 9 and one call of 3 more tokens, every layer's keys and values
+    together take exactly ``kv_cache_per_row`` bytes per row for 12 tokens."""
+    rows, width, more = 3, 9, 3
+    logits_fn = full_head_logits_fn(model)
+    ids = torch.randint(0, 100, (rows, width))
+    mask = torch.ones_like(ids)
+    _, cache = logits_fn(ids, mask, torch.arange(width).expand(rows, -1), None)
+    step = torch.randint(0, 100, (rows, more))
+    mask = torch.ones(rows, width + more, dtype=torch.long)
+    _, cache = logits_fn(step, mask, torch.arange(width, width + more).expand(rows, -1), cache)
+    held = sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
+    bound = row_memory(Architecture.from_hf_config(model.config), width, more, 4)
+    assert held == rows * bound.kv_cache_per_row
+
+
+def test_systems_per_batch_is_the_planned_fraction_over_a_systems_rows() -> None:
+    """A system of 2 samples: 2 x 10 bytes of cache + 5 of prefill = 25 bytes; half of 130
+    bytes holds 2 of them; a machine too small for one still runs one."""
+    memory = RowMemory(kv_cache_per_row=10, prefill_per_prompt=5)
+    assert MEMORY_FRACTION == 0.5
+    assert systems_per_batch(memory, samples=2, free_bytes=130) == 2
+    assert systems_per_batch(memory, samples=2, free_bytes=100) == 2
+    assert systems_per_batch(memory, samples=2, free_bytes=99) == 1
+    assert systems_per_batch(memory, samples=1, free_bytes=1) == 1
+
+
+def test_unsized_batches_hold_what_memory_allows_and_forecast_like_fixed_ones(
+    model, contexts, monkeypatch
+) -> None:
+    """With free memory for 3 systems (at the widest prompt), 7 systems run as 3 + 3 + 1 rows,
+    with the greedy forecasts of one-system batches."""
+    width = max(len(FMT.prompt(c)) for c in contexts)
+    grammar = FMT.grammar(2, OPTIONS["horizon_steps"], OPTIONS["max_int_digits"])
+    memory = row_memory(Architecture.from_hf_config(model.config), width, grammar.max_length, 4)
+    per_system = memory.kv_cache_per_row + memory.prefill_per_prompt
+    monkeypatch.setattr(forecaster_module, "free_memory_bytes",
+                        lambda device: int(3.5 * per_system / MEMORY_FRACTION))
+    sized = forecast(model, FMT, contexts, batch_size=None, **OPTIONS)
+    assert [b.rows for b in sized.batches] == [3, 3, 1]
+    single = forecast(model, FMT, contexts, batch_size=1, **OPTIONS)
+    assert sized.texts == single.texts
+    np.testing.assert_array_equal(sized.samples, single.samples)
+
+
+def test_a_sampled_forecast_does_not_depend_on_its_batch(model, contexts) -> None:
+    """Each (system, sample) row draws from its own seeded stream: one system per batch or all
+    seven in one gives the same samples; another seed gives others."""
+    sampled = dict(OPTIONS, num_samples=3, temperature=1.5, top_p=0.95, seed=5)
+    apart = forecast(model, FMT, contexts, batch_size=3, **sampled)
+    together = forecast(model, FMT, contexts, batch_size=21, **sampled)
+    assert [b.rows for b in apart.batches] == [3] * 7 and [b.rows for b in together.batches] == [21]
+    assert apart.texts == together.texts
+    np.testing.assert_array_equal(apart.samples, together.samples)
+    other = forecast(model, FMT, contexts, batch_size=21, **dict(sampled, seed=6))
+    assert other.texts != together.texts
+    assert any(len(set(t)) > 1 for t in together.texts)  # a system's samples do differ
+
+
+def test_a_stream_per_row_must_match_the_rows() -> None:
+    logits = torch.zeros(3, 5)
+    streams = [torch.Generator().manual_seed(i) for i in range(2)]
+    with pytest.raises(ValueError, match="2 streams for 3 rows"):
+        next_tokens(logits, Sampling(greedy=False), streams)
+
+
+def test_without_a_model_an_unsized_batch_takes_every_system() -> None:
+    """An injected ``logits_fn`` has no architecture to size rows by: one batch of all."""
+    def logits_fn(input_ids, attention_mask, position_ids, cache):
+        return torch.zeros(input_ids.shape[0], 151936), cache
+
+    done = forecast(None, FMT, [np.ones((3, 2))] * 5, logits_fn=logits_fn, batch_size=None,
+                    **OPTIONS)
+    assert [b.rows for b in done.batches] == [5]
