@@ -3,18 +3,21 @@
     python -m benchmarks.forecasting [--layers 24] [--systems 10] [--context-steps 50]
                                      [--horizon 10] [--batch-size N] [--reference-systems 2]
                                      [--reference-tokens N] [--repeats 2] [--device cpu]
-                                     [--form default] [--no-generate]
+                                     [--form default] [--no-generate] [--compile]
 
 Same random full-width Qwen2.5-0.5B-shaped model (``--layers`` shrinks the depth), same
 synthetic Lotka-Volterra contexts (``lora_forecast.data.generator``), greedy, constrained by
 the same LLMTIME grammar, so every forecaster must write identical tokens:
 
-- ours: :func:`lora_forecast.forecasting.forecast` with
+- ours: :func:`lora_forecast.forecasting.forecast` as the product runs it on this device
+  (jump-forward on CUDA, off on CPU: ``default_jump_forward``), with
   :func:`lora_forecast.models.numeric_head.numeric_logits_fn` under ``torch.inference_mode()``:
   as many systems per batch as free memory holds (``--batch-size`` pins it), one prefill per
-  batch, then cached decode calls, 13 logits per row, tokens
-  the grammar forces fed along with the next call (jump-forward); it also runs once without
-  jump-forward (today's one call per token) for ``decode_calls_ratio``;
+  batch, then cached decode calls, 13 logits per row; it also runs with the other jump-forward
+  setting (tokens the grammar forces fed along with the next call, or one call per token) for
+  ``decode_calls_ratio`` and ``speedup_jump_forward``, and with ``--compile``
+  under ``eval.compile`` (``torch.compile`` of the model calls: a warm-up run compiles, the
+  next is timed) for ``speedup_compile``;
 - generate (the peer users would pick): ``model.generate()`` on the same batch, KV cache,
   greedy, the grammar as a ``LogitsProcessor``, full head;
 - reference (the reference study's style): one system at a time, no KV cache, the whole
@@ -59,6 +62,7 @@ from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.flops import Architecture, count_flops
 from lora_forecast.forecasting import forecast as batched_forecast
 from lora_forecast.forecasting.decoding import LogitsFn
+from lora_forecast.forecasting.forecaster import default_jump_forward
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, tiny_qwen2_config
 from lora_forecast.models.numeric_head import numeric_logits_fn
@@ -85,7 +89,8 @@ def timed_calls(logits_fn: LogitsFn, device: torch.device,
 
 
 def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int | None,
-             jump_forward: bool = True) -> tuple[list[str], float, list[int], list[Any], Any]:
+             jump_forward: bool = True,
+             compile: bool = False) -> tuple[list[str], float, list[int], list[Any], Any]:
     """Texts, wall seconds, generated tokens per system, timed model calls and the batches
     (:class:`~lora_forecast.forecasting.DecodeBatch`) of the batched numeric-head forecaster."""
     calls: list[tuple[str, float]] = []
@@ -93,7 +98,7 @@ def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int 
     with timer(model.device) as elapsed, torch.inference_mode():
         result = batched_forecast(model, fmt, contexts, horizon_steps=horizon,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
-                                  progress=False, jump_forward=jump_forward)
+                                  progress=False, jump_forward=jump_forward, compile=compile)
     return ([t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist(),
             calls, result.batches)
 
@@ -172,6 +177,8 @@ def _parse(argv: list[str] | None) -> dict[str, Any]:
                         help="LLMTIME text form of the prompts and forecasts")
     parser.add_argument("--no-generate", dest="generate", action="store_false",
                         help="skip the model.generate() peer")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time ours under eval.compile (torch.compile)")
     opts = vars(parser.parse_args(argv))
     if opts["repeats"] < 1:
         parser.error("--repeats: must be >= 1")
@@ -188,14 +195,17 @@ def _reference_seconds_per_forecast(ref_s: float, ref_tokens: int, ours_tokens: 
     return ref_s / ref_tokens * sum(ours_tokens[:n_ref]) / n_ref
 
 
-def _print_rows(opts, n_ref, ref, ours, plain, gen, rows_per_call: int) -> None:
+def _print_rows(opts, n_ref, ref, ours, other, gen, rows_per_call: int, jump: bool,
+                compiled: tuple[int, float] | None) -> None:
     """The table: one row per forecaster (name, systems, tokens, seconds)."""
     rows = [("reference (1 system, no cache, full head)", n_ref, *ref)]
     if gen is not None:
         rows.append(("generate() (batch, KV cache, full head)", opts["systems"], *gen))
-    rows += [("ours, no jump-forward", opts["systems"], *plain),
-             (f"ours (batch {rows_per_call}, KV cache, numeric head, jump-forward)",
-              opts["systems"], *ours)]
+    rows += [(f"ours, jump-forward {'off' if jump else 'on'}", opts["systems"], *other),
+             (f"ours (batch {rows_per_call}, KV cache, numeric head, jump-forward "
+              f"{'on' if jump else 'off'}: the default here)", opts["systems"], *ours)]
+    if compiled is not None:
+        rows.append(("ours under eval.compile", opts["systems"], *compiled))
     print_table([(name, str(n), str(tokens), f"{sec:.2f}", f"{n / sec:.4f}", f"{tokens / sec:.2f}")
                  for name, n, tokens, sec in rows],
                 ("forecaster", "systems", "tokens", "seconds", "forecasts/s", "tokens/s"))
@@ -213,13 +223,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_ref, cap, horizon = opts["reference_systems"], opts["reference_tokens"], opts["horizon"]
     warm_up(model)
 
-    runs = [run_ours(model, contexts, fmt, horizon, opts["batch_size"])
+    jump = default_jump_forward(device)  # ours runs as the product does here; then the other
+    runs = [run_ours(model, contexts, fmt, horizon, opts["batch_size"], jump_forward=jump)
             for _ in range(opts["repeats"])]
     ours_texts, ours_s, ours_tokens, ours_calls, batches = min(runs, key=lambda run: run[1])
     phases = phase_split(ours_calls, ours_s)
-    plain_texts, plain_s, _, plain_calls, _ = run_ours(model, contexts, fmt, horizon,
-                                                    opts["batch_size"], jump_forward=False)
-    plain_decode_calls = phase_split(plain_calls, plain_s)["decode_calls"]
+    other_texts, other_s, _, other_calls, _ = run_ours(model, contexts, fmt, horizon,
+                                                    opts["batch_size"], jump_forward=not jump)
+    other_decode_calls = phase_split(other_calls, other_s)["decode_calls"]
+    ours_run, other_run = (phases["decode_calls"], ours_s), (other_decode_calls, other_s)
+    (jf_calls, jf_s), (plain_calls, plain_s) = ((ours_run, other_run) if jump
+                                                else (other_run, ours_run))
+    compiled_texts, compiled_s = None, None
+    if opts["compile"]:
+        run_ours(model, contexts, fmt, horizon, opts["batch_size"], compile=True)  # compiles
+        compiled_texts, compiled_s, *_ = run_ours(model, contexts, fmt, horizon,
+                                                  opts["batch_size"], compile=True)
     gen = run_generate(model, contexts, fmt, horizon) if opts["generate"] else None
     ref_texts, ref_s, ref_tokens = run_reference(model, contexts[:n_ref], fmt, horizon, cap)
     capped = cap is not None and ref_tokens < sum(ours_tokens[:n_ref])
@@ -236,31 +255,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"steps (~{np.mean(ours_tokens):.0f} tokens), greedy, constrained, "
           f"threads={torch.get_num_threads()}")
     total = sum(ours_tokens)
-    _print_rows(opts, n_ref, (ref_tokens, ref_s), (total, ours_s), (total, plain_s),
-                None if gen is None else (total, gen[1]), fields["rows_per_decode_call"])
+    _print_rows(opts, n_ref, (ref_tokens, ref_s), (total, ours_s), (total, other_s),
+                None if gen is None else (total, gen[1]), fields["rows_per_decode_call"], jump,
+                None if compiled_s is None else (total, compiled_s))
     if capped:
         print(f"reference capped at {cap} tokens per system; its forecasts/s extrapolates its "
               "time per token to the full forecast (later tokens see longer inputs, so this "
               "flatters the reference)")
     print(f"ours: prefill {phases['prefill_seconds']:.2f} s (MFU {fields['mfu']:.2f}), "
-          f"{phases['decode_calls']} decode calls (without jump-forward {plain_decode_calls}) "
+          f"{phases['decode_calls']} decode calls (jump-forward {'on' if jump else 'off'}; "
+          f"with it {jf_calls}, without {plain_calls}) "
           f"{phases['decode_seconds']:.2f} s ({phases['seconds_per_decode_call']:.3f} s each, "
           f"{fields['decode_weight_bytes_per_s'] / 1e9:.1f} GB/s of weights read = "
           f"{fields['decode_bandwidth_fraction']:.2f} of the copy bandwidth), "
           f"grammar and bookkeeping {phases['other_seconds']:.2f} s")
     print(f"identical greedy outputs: reference on its {n_ref} systems"
           f"{' (compared prefix)' if capped else ''}: {all(same)}; generate(): "
-          f"{same_generate if gen else 'skipped'}; without jump-forward: "
-          f"{plain_texts == ours_texts} (system 0: {ours_texts[0][:32]!r}...)")
+          f"{same_generate if gen else 'skipped'}; jump-forward {'off' if jump else 'on'}: "
+          f"{other_texts == ours_texts} (system 0: {ours_texts[0][:32]!r}...)")
     summary = {"speedup": ours_rate / ref_rate,
                "speedup_vs_generate": gen[1] / ours_s if gen else None,
-               "identical": all(same) and same_generate and plain_texts == ours_texts,
+               "identical": all(same) and same_generate and other_texts == ours_texts,
                "identical_systems": int(sum(same)), "compared_systems": n_ref,
                "identical_generate": same_generate if gen else None,
-               "decode_calls_ratio": phases["decode_calls"] / plain_decode_calls,
-               "decode_calls_without_jump_forward": plain_decode_calls,
+               "jump_forward": jump, "decode_calls_ratio": jf_calls / plain_calls,
+               "decode_calls_jump_forward": jf_calls,
+               "decode_calls_without_jump_forward": plain_calls,
                "generate_decode_calls": gen[2] if gen else None,
-               "speedup_jump_forward": plain_s / ours_s,
+               "speedup_jump_forward": plain_s / jf_s,
+               "speedup_compile": ours_s / compiled_s if compiled_s else None,
+               "identical_compile": compiled_texts == ours_texts if compiled_s else None,
                "tokens_per_step": tokens_per_step(fmt), "form": opts["form"],
                "peak_flops": ceiling.peak_flops, **fields,
                "reference_extrapolated": capped,

@@ -317,6 +317,7 @@ class EvalConfig:
     season_length: int = 1
     skip_llm: bool = False
     compile: bool = False
+    jump_forward: bool | None = None
 
     def __post_init__(self) -> None:
         _require(

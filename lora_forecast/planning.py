@@ -228,7 +228,7 @@ class CostPrediction:
     forecasting: float
     accounting: str
     per_train_step: float  # one optimiser step, all processes
-    per_val_window: float  # one validation window forward, all processes
+    per_val_window: float  # one validation window forward (the processes split the windows)
     per_val_forecast: float = 0.0  # one forecast validation (``train.eval_forecast``), bound
 
     @property
@@ -276,8 +276,8 @@ def _head_rows(settings: Settings) -> int | None:
 
 
 def data_parallel_processes() -> int:
-    """Processes of an ``accelerate launch`` / torchrun job: each trains and validates its own
-    batches, so training and validation cost scale with it (test forecasting runs once)."""
+    """Processes of an ``accelerate launch`` / torchrun job: each trains its own batches, so
+    training cost scales with it (validation is split among them; test forecasting runs once)."""
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
@@ -320,10 +320,10 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     ``batch_size x grad_accum`` full windows per process. Validation: one evaluation every
     ``eval_every`` steps and at the last step (``ceil(max_steps / eval_every)``) of the capped
     validation windows, plus, when ``train.eval_forecast``, a greedy forecast of the first
-    ``eval_forecast_systems`` validation series long enough, per process. Forecasting, on the
-    main process only: :func:`system_forecast_cost` of every scored test series with
-    ``eval.num_samples`` samples. Token counts are upper bounds (:func:`run_shape`), so the
-    meter never exceeds it.
+    ``eval_forecast_systems`` validation series long enough; data-parallel processes split
+    both, so each window and series is counted once. Forecasting, on the main process only:
+    :func:`system_forecast_cost` of every scored test series with ``eval.num_samples``
+    samples. Token counts are upper bounds (:func:`run_shape`), so the meter never exceeds it.
     """
     series = series_lengths(settings)
     check_fits_data(settings, series[0])
@@ -335,13 +335,13 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     context, train = settings.data.context_tokens, settings.train
     processes = data_parallel_processes()
     per_step = processes * count("train", context, batch_size=train.batch_size * train.grad_accum)
-    per_window = processes * count("forward", context)
+    per_window = count("forward", context)
     greedy_one = system_forecast_cost(count, shape.prompt_tokens, [shape.horizon_tokens])
     training = validation = per_val_forecast = 0.0
     if settings.task == "finetune" and train.max_steps > 0:
         training = per_step * train.max_steps
         if train.eval_forecast:
-            per_val_forecast = processes * shape.n_val_forecast_systems * greedy_one
+            per_val_forecast = shape.n_val_forecast_systems * greedy_one
         per_eval = shape.n_val_windows * per_window + per_val_forecast
         validation = shape.n_evaluations * per_eval
     forecasting = 0.0

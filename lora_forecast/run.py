@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.scaling import SeriesScale
-from lora_forecast.evaluation.metrics import mse, score_forecasts
+from lora_forecast.evaluation.metrics import score_forecasts
 from lora_forecast.evaluation.plots import (
     ForecastPanels,
     metrics_title,
@@ -38,6 +38,7 @@ from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
 from lora_forecast.models.tokenizer import load_tokenizer
 from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost
 from lora_forecast.results import write_json_atomic
+from lora_forecast.training.distributed import global_sum
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
 from lora_forecast.training.signals import StopRequest
 
@@ -209,6 +210,7 @@ def _run_forecast(
         logits_fn=logits_fn_for(settings.model.head, model, fmt.head_ids(include_eos=True)),
         progress=progress,
         compile=settings.eval.compile,
+        jump_forward=settings.eval.jump_forward,
     )
 
 
@@ -231,22 +233,32 @@ def _forecast_test(
 
 def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeFormat,
                         ctx: RunContext):
-    """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``)."""
+    """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``).
+
+    Data-parallel ranks split the systems (every P-th, from the rank) and sum squared errors,
+    values and FLOPs over all ranks: each system is forecast once, every rank gets the MSE of
+    all of them, and the main process meters the total."""
     if not settings.train.eval_forecast:
         return None
     val = cut_series_windows(data.series.subset(data.split.val), settings.eval.context_steps,
                              settings.eval.horizon_steps, None)
     n = min(settings.train.eval_forecast_systems, len(val.ids))
-    contexts, truth = val.contexts[:n], val.truth[:n]
+    acc = ctx.accelerator
+    mine = slice(acc.process_index, n, acc.num_processes)
+    contexts, truth = val.contexts[mine], val.truth[mine]
 
     def validate(model: torch.nn.Module) -> tuple[float, float]:
-        fc = forecast_scaled(settings, model, fmt, data.scale_of, contexts, ctx.progress,
-                             n_samples=1)
-        parsed = fc.parsed.any(axis=1)
-        err = mse(truth[parsed], fc.point[parsed]) if parsed.any() else math.inf
+        squared, values, cost = 0.0, 0, 0.0
+        if len(contexts):
+            fc = forecast_scaled(settings, model, fmt, data.scale_of, contexts, ctx.progress,
+                                 n_samples=1)
+            parsed = fc.parsed.any(axis=1)
+            squared = float(((truth[parsed] - fc.point[parsed]) ** 2).sum())
+            values, cost = int(truth[parsed].size), _forecast_cost(settings, fc, ctx)
         model.train()
-        # every data-parallel process forecasts the same subset; the main one meters them all
-        return float(err), _forecast_cost(settings, fc, ctx) * ctx.accelerator.num_processes
+        values = global_sum(acc, values)
+        err = global_sum(acc, squared) / values if values else math.inf
+        return err, global_sum(acc, cost)
 
     return validate
 

@@ -43,9 +43,12 @@ def test_forecasting_benchmark_matches_its_peers_token_for_token(capsys):
     longest = summary["ours_generated_tokens"] / 3
     assert longest - 1 <= summary["decode_calls_without_jump_forward"] <= longest
     # jump-forward: the 3 separators of every forecast ride along with the next call
-    assert summary["decode_calls"] <= summary["decode_calls_without_jump_forward"] - 3
+    assert summary["decode_calls_jump_forward"] <= summary["decode_calls_without_jump_forward"] - 3
     assert summary["decode_calls_ratio"] == pytest.approx(
-        summary["decode_calls"] / summary["decode_calls_without_jump_forward"])
+        summary["decode_calls_jump_forward"] / summary["decode_calls_without_jump_forward"])
+    # ours ran as the product does on a CPU: without jump-forward
+    assert summary["jump_forward"] is False
+    assert summary["decode_calls"] == summary["decode_calls_without_jump_forward"]
     assert summary["prefill_seconds"] > 0 and summary["decode_seconds"] > 0
     # the ceiling: measured peak, MFU and bandwidth fraction are rates, not placeholders
     assert summary["peak_flops"] == max(per_shape(summary)) > 0
@@ -55,6 +58,15 @@ def test_forecasting_benchmark_matches_its_peers_token_for_token(capsys):
     assert summary["tokens_per_step"] == 10.0
     # unsized batches: 3 small systems fit in memory together, one batch of 3 rows
     assert (summary["rows_per_decode_call"], summary["forecast_batches"]) == (3, 1)
+
+
+def test_forecasting_benchmark_reports_the_compiled_forecaster(capsys):
+    summary = forecasting.main(["--layers", "1", "--systems", "2", "--reference-systems", "1",
+                                "--context-steps", "3", "--horizon", "1", "--repeats", "1",
+                                "--no-generate", "--compile"])
+    assert summary["identical_compile"] is True  # greedy tokens equal the eager forecaster's
+    assert summary["speedup_compile"] > 0 and summary["speedup_vs_generate"] is None
+    _last_json_line(capsys)
 
 
 def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):

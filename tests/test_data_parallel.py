@@ -38,6 +38,8 @@ from lora_forecast.training.pruning import PRUNED_AT_ATTR, PRUNER_ATTR
 # 8 steps planned; min_delta=100 makes the 2nd evaluation (step 4) "no improvement", so rank 0
 # decides early stopping there and rank 1 must follow it (or hang in the next step's allreduce).
 EARLY_STOP = ("train.max_steps=8", "train.patience=1", "train.min_delta=100")
+# 3 validation series forecast at each evaluation: rank 0 takes 2, rank 1 takes 1
+FORECAST_VALIDATION = ("train.eval_forecast=true", "train.eval_forecast_systems=3")
 TIMEOUT_S = 240
 LAUNCH = Path(__file__).parent / "launch"
 ALPHABET = TokenTable.from_tokenizer(qwen_tokenizer()).head_ids()  # '0'..'9', '.', ',', ';'
@@ -88,30 +90,33 @@ def test_two_processes_train_like_one_with_the_global_batch(tmp_path: Path) -> N
     ddp_dir = tmp_path / "rank0"
     # each rank gets its own Hydra dir; rank 0's is broadcast, so rank 1's must stay empty
     command = torchrun(tmp_path, f"{tmp_path}/rank${{oc.env:RANK}}", *EARLY_STOP,
-                       "logger=wandb", "train.batch_size=2")  # fmt: skip
+                       *FORECAST_VALIDATION, "logger=wandb", "train.batch_size=2")  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True,
                           text=True, timeout=TIMEOUT_S)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
         assert f"data parallel: process {rank} of 2, 2 windows per step" in done.stdout
 
-    ours = single_process(tmp_path, *EARLY_STOP)
+    ours = single_process(tmp_path, *EARLY_STOP, *FORECAST_VALIDATION)
     ddp, single = read_results(ddp_dir), read_results(ours)
     assert ddp["end_reason"] == single["end_reason"] == "early_stopped"
     assert ddp["train"]["steps"] == 4  # both ranks stopped at rank 0's decision, none hung
     assert_same_adapter(ddp_dir, ours)
-    losses = [h["train/loss"] for h in ddp["train"]["history"]]
-    assert losses == pytest.approx([h["train/loss"] for h in single["train"]["history"]], rel=1e-5)
+    for key in ("train/loss", "val/loss", "val/mse"):  # the ranks split validation
+        ours = [h[key] for h in ddp["train"]["history"] if key in h]
+        assert len(ours) == (4 if key == "train/loss" else 2)
+        assert ours == pytest.approx([h[key] for h in single["train"]["history"] if key in h],
+                                     rel=1e-5)
 
-    # FLOPs: training of 2 x 2 windows = 1 x 4; both processes validate (twice the windows);
-    # the test split is forecast once, by rank 0
+    # FLOPs: training of 2 x 2 windows = 1 x 4; the ranks split validation (each window
+    # once); the test split is forecast once, by rank 0
     spent, ref = ddp["flops"]["spent_by_kind"], single["flops"]["spent_by_kind"]
     assert spent["training"] == ref["training"] > 0
-    assert spent["validation"] == 2 * ref["validation"] > 0
+    assert spent["validation"] == ref["validation"] > 0
     assert spent["forecasting"] == ref["forecasting"] > 0
     plan, ref_plan = ddp["flops"]["breakdown"], single["flops"]["breakdown"]
     assert plan["training"] == ref_plan["training"]
-    assert plan["validation"] == 2 * ref_plan["validation"]
+    assert plan["validation"] == ref_plan["validation"]
 
     with Ledger(f"sqlite:///{tmp_path / 'ddp' / 'ledger.sqlite'}", create=False) as ledger:
         rows = ledger.rows()

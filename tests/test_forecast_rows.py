@@ -82,10 +82,12 @@ def test_unsized_batches_hold_what_memory_allows_and_forecast_like_fixed_ones(
     np.testing.assert_array_equal(sized.samples, single.samples)
 
 
-def test_a_sampled_forecast_does_not_depend_on_its_batch(model, contexts) -> None:
+@pytest.mark.parametrize("jump_forward", [False, True])
+def test_a_sampled_forecast_does_not_depend_on_its_batch(model, contexts, jump_forward) -> None:
     """Each (system, sample) row draws from its own seeded stream: one system per batch or all
     seven in one gives the same samples; another seed gives others."""
-    sampled = dict(OPTIONS, num_samples=3, temperature=1.5, top_p=0.95, seed=5)
+    sampled = dict(OPTIONS, num_samples=3, temperature=1.5, top_p=0.95, seed=5,
+                   jump_forward=jump_forward)
     apart = forecast(model, FMT, contexts, batch_size=3, **sampled)
     together = forecast(model, FMT, contexts, batch_size=21, **sampled)
     assert [b.rows for b in apart.batches] == [3] * 7 and [b.rows for b in together.batches] == [21]

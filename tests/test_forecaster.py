@@ -45,9 +45,10 @@ def contexts() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def greedy(peft_model, contexts):
-    """Greedy constrained forecasts of all systems, 4 per batch (shared by several tests)."""
+    """Greedy constrained forecasts of all systems, 4 per batch, with jump-forward (shared by
+    several tests)."""
     return forecast(peft_model, FMT, contexts, horizon_steps=H, batch_size=4,
-                    max_int_digits=MAX_INT, progress=False)
+                    max_int_digits=MAX_INT, progress=False, jump_forward=True)
 
 
 def chosen_tokens(text: str) -> int:

@@ -17,6 +17,7 @@ from scipy.stats import chisquare
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.forecasting import decode, forecast
 from lora_forecast.forecasting.decoding import Sampling
+from lora_forecast.forecasting.forecaster import default_jump_forward
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar, TokenTable
 from lora_forecast.models.build import build_model
 from lora_forecast.models.tokenizer import qwen_tokenizer
@@ -107,3 +108,15 @@ def test_greedy_forecasts_are_identical_in_fewer_calls():
     # 3 steps x 2 numbers: 5 separators always forced, so at least 5 calls fewer
     assert runs[True].decode_calls <= longest - 1 - 5
     assert runs[True].parsed.all()
+
+
+def test_jump_forward_defaults_to_the_device_where_it_saves_time():
+    """Unset, it is on for CUDA (latency-bound calls) and off on a CPU (calls cost per column):
+    a CPU forecast then makes one call per generated token but the last."""
+    assert default_jump_forward(torch.device("cuda")) is True
+    assert default_jump_forward(torch.device("cpu")) is False
+    model = build_model(ModelConfig(kind="tiny"), LoraConfig()).eval()
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
+    fc = forecast(model, fmt, [np.full((3, 2), 4.0)], horizon_steps=2, batch_size=1,
+                  max_int_digits=2, progress=False)
+    assert fc.decode_calls == int(fc.generated_tokens.max()) - 1

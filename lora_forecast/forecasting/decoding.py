@@ -109,12 +109,17 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling,
     Rows whose logits are all -inf get an arbitrary token (callers pad finished rows).
     Sampling works on the ``k`` finite logits only (``topk`` returns them sorted, which the
     nucleus needs): under the grammar k <= 12, so sorting and ``multinomial`` stay cheap.
-    ``generator`` is one random stream for the batch, or one per row: then a row's draws do
-    not depend on which other rows share its batch.
+    ``generator`` is one random stream for the batch, or one per row: then each row is sampled
+    on its own (its own ``k``), so its draws do not depend on which rows share its batch.
     """
     logits = logits.float()
     if sampling.greedy:
         return logits.argmax(dim=-1)
+    if isinstance(generator, Sequence):
+        if len(generator) != len(logits):
+            raise ValueError(f"generator: {len(generator)} streams for {len(logits)} rows")
+        return torch.cat([next_tokens(logits[r : r + 1], sampling, stream)
+                          for r, stream in enumerate(generator)])
     k = max(1, int(torch.isfinite(logits).sum(dim=-1).max()))
     top, index = logits.topk(k, dim=-1)  # [B, k], descending
     # A row with no finite logit (a finished row under a head without EOS) would give NaN
@@ -124,13 +129,7 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling,
     if sampling.top_p < 1.0:
         # keep a token if the mass before it is < top_p (always keeps the most likely one)
         probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= sampling.top_p, 0.0)
-    if isinstance(generator, Sequence):
-        if len(generator) != len(probs):
-            raise ValueError(f"generator: {len(generator)} streams for {len(probs)} rows")
-        choice = torch.stack([torch.multinomial(row, 1, generator=stream)
-                              for row, stream in zip(probs, generator, strict=True)])
-    else:
-        choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
+    choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
     return index.gather(-1, choice).squeeze(-1)
 
 

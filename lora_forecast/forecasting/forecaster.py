@@ -104,7 +104,7 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
              batch_size: int | None = None, constrained: bool = True, num_samples: int = 1,
              temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
              logits_fn: LogitsFn | None = None, progress: bool = True,
-             greedy: bool | None = None, jump_forward: bool = True,
+             greedy: bool | None = None, jump_forward: bool | None = None,
              compile: bool = False) -> Forecast:
     """Forecast ``horizon_steps`` steps after each context.
 
@@ -128,7 +128,8 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
         progress: show a tqdm bar over batches.
         greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
         jump_forward: feed grammar-forced tokens without a model call of their own (same
-            tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`).
+            tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`);
+            None: :func:`default_jump_forward` of the model's device.
         compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
 
     Returns:
@@ -148,6 +149,8 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     logits_fn = logits_fn or full_head_logits_fn(model)
     if compile:
         logits_fn = compiled(logits_fn, "eval.compile", device.type)
+    if jump_forward is None:
+        jump_forward = default_jump_forward(device)
     options = dict(pad_id=pad, sampling=sampling, device=device, jump_forward=jump_forward)
     options.update(max_new_tokens=max_new_tokens(grammar, constrained))
     if constrained:
@@ -182,6 +185,14 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
                     generated_tokens=np.array([[len(tokens[s, n]) for n in range(num_samples)]
                                                for s in range(n_sys)]),
                     batches=batches)
+
+
+def default_jump_forward(device: torch.device) -> bool:
+    """Jump-forward where it saves time: on CUDA, where a decode call of a 0.5B model is bound
+    by latency and k tokens per row cost about what one does. On a CPU a call's matmuls cost in
+    proportion to its columns, and a batch pads every row to its longest chunk: measured
+    (README, Performance) 0.99x in time at 10 rows and 0.72x at 100 for 0.72x the calls."""
+    return device.type == "cuda"
 
 
 def batch_systems(model: torch.nn.Module | None, prompt_width: int, max_new: int,

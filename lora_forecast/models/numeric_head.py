@@ -92,6 +92,7 @@ def _allowed_tensor(allowed_ids: Sequence[int], device: torch.device) -> torch.T
     return torch.as_tensor(tuple(allowed_ids), dtype=torch.long, device=device)
 
 
+@torch.compiler.disable  # its data-dependent check would break a compiled graph, with a warning
 def _local_targets(targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Map vocabulary ids [N] to positions in ``allowed`` [N]; raise on any id outside it."""
     hits = targets.unsqueeze(-1) == allowed  # (N, K)

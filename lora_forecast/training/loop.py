@@ -287,17 +287,23 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self, n_windows: int) -> float:
-        """Token-weighted mean loss over the first ``n_windows`` validation windows."""
+        """Token-weighted mean loss over the first ``n_windows`` validation windows.
+
+        Data-parallel ranks split the windows (rank r takes every P-th, from r) and sum loss
+        and tokens over all ranks, so each window is computed once and every rank gets the
+        single-process value.
+        """
         self.net.eval()
+        mine = list(range(self.acc.process_index, n_windows, self.acc.num_processes))
         total, tokens = 0.0, 0
-        for start in range(0, n_windows, self.cfg.batch_size):
-            indices = list(range(start, min(start + self.cfg.batch_size, n_windows)))
-            batch = collate(self.val_set, indices, self.acc.device)
+        for start in range(0, len(mine), self.cfg.batch_size):
+            batch = collate(self.val_set, mine[start : start + self.cfg.batch_size],
+                            self.acc.device)
             with self.acc.autocast():
                 loss = self.hooks.loss_fn(self.model, batch)
             n = label_tokens(batch)
             total, tokens = total + float(loss) * n, tokens + n
-        return total / max(tokens, 1)
+        return global_sum(self.acc, total) / max(global_sum(self.acc, tokens), 1)
 
     # -- persistence -------------------------------------------------------------------------
     def _save_adapter(self, directory: Path) -> None:
