@@ -94,7 +94,9 @@ def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int 
     """Texts, wall seconds, generated tokens per system, timed model calls and the batches
     (:class:`~lora_forecast.forecasting.DecodeBatch`) of the batched numeric-head forecaster."""
     calls: list[tuple[str, float]] = []
-    logits_fn = timed_calls(numeric_logits_fn(model, fmt.head_ids()), model.device, calls)
+    logits_fn = numeric_logits_fn(model, fmt.head_ids())
+    if not compile:  # a timer inside would break the compiled graph: compiled runs time in total
+        logits_fn = timed_calls(logits_fn, model.device, calls)
     with timer(model.device) as elapsed, torch.inference_mode():
         result = batched_forecast(model, fmt, contexts, horizon_steps=horizon,
                                   batch_size=batch_size, constrained=True, logits_fn=logits_fn,
