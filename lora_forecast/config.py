@@ -318,6 +318,7 @@ class EvalConfig:
     skip_llm: bool = False
     compile: bool = False
     jump_forward: bool | None = None
+    prefill_tokens: int | None = 8192
 
     def __post_init__(self) -> None:
         _require(
@@ -333,6 +334,8 @@ class EvalConfig:
         )
         _require(self.batch_size is None or self.batch_size >= 1, "eval.batch_size",
                  f"must be >= 1 or null (as many as memory holds), got {self.batch_size}")
+        _require(self.prefill_tokens is None or self.prefill_tokens >= 1, "eval.prefill_tokens",
+                 f"must be >= 1 or null (one prefill per batch), got {self.prefill_tokens}")
         _require(self.season_length >= 1, "eval.season_length",
                  f"must be >= 1, got {self.season_length}")
         _require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")

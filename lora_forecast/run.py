@@ -211,6 +211,7 @@ def _run_forecast(
         progress=progress,
         compile=settings.eval.compile,
         jump_forward=settings.eval.jump_forward,
+        prefill_tokens=settings.eval.prefill_tokens,
     )
 
 

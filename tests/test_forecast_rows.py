@@ -11,7 +11,7 @@ from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.flops import Architecture
 from lora_forecast.forecasting import forecast, full_head_logits_fn
 from lora_forecast.forecasting import forecaster as forecaster_module
-from lora_forecast.forecasting.decoding import Sampling, next_tokens
+from lora_forecast.forecasting.decoding import Sampling, concat_rows, next_tokens
 from lora_forecast.forecasting.rows import (
     MEMORY_FRACTION,
     RowMemory,
@@ -54,14 +54,14 @@ def test_the_kv_bound_is_the_cache_the_model_really_holds(model) -> None:
 
 
 def test_systems_per_batch_is_the_planned_fraction_over_a_systems_rows() -> None:
-    """A system of 2 samples: 2 x 10 bytes of cache + 5 of prefill = 25 bytes; half of 130
-    bytes holds 2 of them; a machine too small for one still runs one."""
-    memory = RowMemory(kv_cache_per_row=10, prefill_per_prompt=5)
+    """A system of 2 samples holds 2 x 10 bytes of cache + 3 of logits = 23 bytes, and a chunk
+    of 2 prompts being prefilled 2 x 5: half of 112 bytes, less 10, holds 2 systems; half of
+    111 holds 1; a machine too small for one still runs one."""
+    memory = RowMemory(kv_cache_per_row=10, logits_per_prompt=3, prefill_per_prompt=5)
     assert MEMORY_FRACTION == 0.5
-    assert systems_per_batch(memory, samples=2, free_bytes=130) == 2
-    assert systems_per_batch(memory, samples=2, free_bytes=100) == 2
-    assert systems_per_batch(memory, samples=2, free_bytes=99) == 1
-    assert systems_per_batch(memory, samples=1, free_bytes=1) == 1
+    assert systems_per_batch(memory, samples=2, free_bytes=112, prefill_chunk=2) == 2
+    assert systems_per_batch(memory, samples=2, free_bytes=111, prefill_chunk=2) == 1
+    assert systems_per_batch(memory, samples=1, free_bytes=1, prefill_chunk=1) == 1
 
 
 def test_unsized_batches_hold_what_memory_allows_and_forecast_like_fixed_ones(
@@ -72,9 +72,10 @@ def test_unsized_batches_hold_what_memory_allows_and_forecast_like_fixed_ones(
     width = max(len(FMT.prompt(c)) for c in contexts)
     grammar = FMT.grammar(2, OPTIONS["horizon_steps"], OPTIONS["max_int_digits"])
     memory = row_memory(Architecture.from_hf_config(model.config), width, grammar.max_length, 4)
-    per_system = memory.kv_cache_per_row + memory.prefill_per_prompt
+    per_system = memory.kv_cache_per_row + memory.logits_per_prompt
+    prefilling = 7 * memory.prefill_per_prompt  # 8192 tokens hold all 7 short prompts
     monkeypatch.setattr(forecaster_module, "free_memory_bytes",
-                        lambda device: int(3.5 * per_system / MEMORY_FRACTION))
+                        lambda device: int((3.5 * per_system + prefilling) / MEMORY_FRACTION))
     sized = forecast(model, FMT, contexts, batch_size=None, **OPTIONS)
     assert [b.rows for b in sized.batches] == [3, 3, 1]
     single = forecast(model, FMT, contexts, batch_size=1, **OPTIONS)
@@ -113,3 +114,46 @@ def test_without_a_model_an_unsized_batch_takes_every_system() -> None:
     done = forecast(None, FMT, [np.ones((3, 2))] * 5, logits_fn=logits_fn, batch_size=None,
                     **OPTIONS)
     assert [b.rows for b in done.batches] == [5]
+
+
+@pytest.mark.parametrize("num_samples", [1, 2])
+def test_prefilling_in_chunks_changes_nothing_but_the_calls(model, contexts, num_samples):
+    """Prompts prefilled 2 at a time (their caches joined row-wise) forecast exactly as one
+    prefill of all 7: greedy, and sampled with shared prefills."""
+    calls: list[int] = []
+    full = full_head_logits_fn(model)
+
+    def counting(input_ids, attention_mask, position_ids, cache):
+        if cache is None:
+            calls.append(input_ids.shape[0])
+        return full(input_ids, attention_mask, position_ids, cache)
+
+    options = dict(OPTIONS, num_samples=num_samples, temperature=1.5, top_p=0.95,
+                   batch_size=7 * num_samples)
+    width = max(len(FMT.prompt(c)) for c in contexts)
+    chunked = forecast(model, FMT, contexts, logits_fn=counting, prefill_tokens=2 * width + 1,
+                       **options)
+    assert calls == [2, 2, 2, 1]
+    whole = forecast(model, FMT, contexts, prefill_tokens=None, **options)
+    assert chunked.texts == whole.texts
+    np.testing.assert_array_equal(chunked.samples, whole.samples)
+
+
+def test_joined_caches_equal_one_prefills_cache(model) -> None:
+    """concat_rows of two chunks' DynamicCaches holds the very keys and values one prefill of
+    all rows computes (same padded width), and opaque tensor caches join batch first."""
+    ids = torch.randint(0, 100, (5, 6))
+    mask = torch.ones_like(ids)
+    mask[3, :2] = 0  # a left-padded row
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    fn = full_head_logits_fn(model)
+    _, whole = fn(ids, mask, pos, None)
+    _, head = fn(ids[:2], mask[:2], pos[:2], None)
+    _, tail = fn(ids[2:], mask[2:], pos[2:], None)
+    joined = concat_rows([head, tail])
+    for a, b in zip(joined.layers, whole.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys)
+        torch.testing.assert_close(a.values, b.values)
+    history = concat_rows([torch.zeros(2, 3), torch.ones(1, 3)])
+    assert history.tolist() == [[0, 0, 0], [0, 0, 0], [1, 1, 1]]
+    assert concat_rows([(torch.zeros(1, 2), 7), (torch.ones(2, 2), 7)])[0].shape == (3, 2)

@@ -1,8 +1,10 @@
 """A batched, KV-cached decode loop whose model call is injected (and therefore easy to meter).
 
-The loop left-pads the prompts, runs ONE prefill over the batch (logits of the last position
-only), then feeds each row's new tokens per call with the cache: the sampled token plus, under
-the grammar, the tokens it forces next (jump-forward, see :func:`decode`). With
+The loop left-pads the prompts, prefills them (logits of the last position only; in chunks of
+``prefill_chunk`` prompts whose caches are then joined, so a batch of many rows needs no huge
+prefill: moderate GEMMs run faster and hold less memory), then feeds each row's new tokens per
+call with the cache: the sampled token plus, under the grammar, the tokens it forces next
+(jump-forward, see :func:`decode`). With
 ``repeats > 1`` (LLMTIME-style sampling) each distinct prompt is prefilled once and its
 logits, mask, positions and KV cache are copied to its ``repeats`` rows, so a long prompt is
 not recomputed per sample. It stops exactly when every row is finished: constrained, when each
@@ -171,17 +173,48 @@ def repeat_rows(cache: Any, repeats: int) -> Any:
     raise TypeError(f"cannot repeat the rows of a {type(cache).__name__} cache")
 
 
+def concat_rows(caches: Sequence[Any]) -> Any:
+    """The caches of consecutive row chunks (equal widths) joined into one, batch first.
+
+    A transformers ``Cache`` keeps the first chunk's object (and with it each layer's type,
+    e.g. sliding-window layers) and concatenates every layer's keys and values along dim 0,
+    as its own ``batch_repeat_interleave`` rewrites them. Other opaque caches may be tensors
+    (batch first), tuples/lists of them, ``None`` or plain numbers (see :func:`repeat_rows`).
+    """
+    first = caches[0]
+    if len(caches) == 1:
+        return first
+    if hasattr(first, "layers"):
+        for i, layer in enumerate(first.layers):
+            layer.keys = torch.cat([c.layers[i].keys for c in caches], dim=0)
+            layer.values = torch.cat([c.layers[i].values for c in caches], dim=0)
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(caches), dim=0)
+    if isinstance(first, (tuple, list)):
+        return type(first)(concat_rows(items) for items in zip(*caches, strict=True))
+    if first is None or isinstance(first, (int, float)):
+        return first
+    raise TypeError(f"cannot join the rows of {type(first).__name__} caches")
+
+
 def _prefill(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], pad_id: int, repeats: int,
-             device: torch.device | str) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+             device: torch.device | str,
+             prefill_chunk: int | None) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
     """Prefill the distinct prompts once, then expand to ``prompts x repeats`` rows.
 
-    Returns the last-position logits [B, V], the cache, the attention mask [B, W] and each
-    row's last position [B]. Every sample of a prompt then draws its own first token from the
-    same (shared) prefill logits.
+    All prompts are left-padded to one width, so chunks of ``prefill_chunk`` of them (None: all
+    at once) give caches that join row-wise. Returns the last-position logits [B, V], the
+    cache, the attention mask [B, W] and each row's last position [B]. Every sample of a
+    prompt then draws its own first token from the same (shared) prefill logits.
     """
     input_ids, mask = left_pad(prompts, pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [P, W]
-    logits, cache = logits_fn(input_ids, mask, positions, None)  # [P, V]
+    step = prefill_chunk or len(prompts)
+    chunks = [logits_fn(input_ids[i : i + step], mask[i : i + step], positions[i : i + step],
+                        None) for i in range(0, len(prompts), step)]
+    logits = torch.cat([chunk_logits for chunk_logits, _ in chunks])  # [P, V]
+    cache = concat_rows([chunk_cache for _, chunk_cache in chunks])
     last_pos = positions[:, -1]
     if repeats > 1:
         logits, mask, last_pos = (t.repeat_interleave(repeats, dim=0)
@@ -246,8 +279,8 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
            semicolons: torch.Tensor | None = None, horizon_steps: int | None = None,
            eos_ids: Sequence[int] = (), sampling: Sampling = Sampling(),
            generator: torch.Generator | Sequence[torch.Generator] | None = None,
-           device: torch.device | str = "cpu",
-           repeats: int = 1, jump_forward: bool = True) -> DecodeResult:
+           device: torch.device | str = "cpu", repeats: int = 1, jump_forward: bool = True,
+           prefill_chunk: int | None = None) -> DecodeResult:
     """Generate ``repeats`` continuations of each prompt: one prefill, a KV-cached token loop.
 
     Jump-forward: a token the grammar forces (the only allowed one: a separator after the last
@@ -272,6 +305,7 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
         repeats: rows per prompt (samples), adjacent in the output; the prompt is prefilled
             once and its KV cache shared (copied) by its rows.
         jump_forward: feed grammar-forced tokens without a model call of their own.
+        prefill_chunk: prefill at most this many prompts per model call (None: all at once).
 
     Returns:
         A :class:`DecodeResult` over ``len(prompts) * repeats`` rows.
@@ -282,7 +316,8 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
         raise ValueError(f"pad_id {pad_id} must be one of the grammar's end_ids")
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats}")
-    logits, cache, mask, last_pos = _prefill(logits_fn, prompts, pad_id, repeats, device)
+    logits, cache, mask, last_pos = _prefill(logits_fn, prompts, pad_id, repeats, device,
+                                             prefill_chunk)
     batch, width = mask.shape
     rules = _GrammarRows(grammar, batch) if grammar else None
     free = None if grammar else _FreeStop(semicolons, horizon_steps, eos_ids, batch)

@@ -39,6 +39,7 @@ from lora_forecast.llmtime.grammar import LLMTimeGrammar
 from lora_forecast.models.compiled import compiled
 
 QUANTILES = (0.1, 0.9)
+PREFILL_TOKENS = 8192  # default prompt tokens per prefill call (``eval.prefill_tokens``)
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
              temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
              logits_fn: LogitsFn | None = None, progress: bool = True,
              greedy: bool | None = None, jump_forward: bool | None = None,
-             compile: bool = False) -> Forecast:
+             compile: bool = False, prefill_tokens: int | None = PREFILL_TOKENS) -> Forecast:
     """Forecast ``horizon_steps`` steps after each context.
 
     Args:
@@ -131,6 +132,8 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
             tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`);
             None: :func:`default_jump_forward` of the model's device.
         compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
+        prefill_tokens: most prompt tokens (padding included) per prefill call: a batch's
+            prompts are prefilled in chunks of that many, at least one prompt (None: at once).
 
     Returns:
         A :class:`Forecast`.
@@ -161,8 +164,11 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
 
     tokens: dict[tuple[int, int], list[int]] = {}
     batches: list[DecodeBatch] = []
-    per_batch = (batch_systems(model, max(map(len, prompts)), options["max_new_tokens"],
-                               num_samples, n_sys) if batch_size is None
+    width = max(map(len, prompts))
+    chunk = n_sys if prefill_tokens is None else max(1, prefill_tokens // width)
+    options.update(prefill_chunk=chunk)
+    per_batch = (batch_systems(model, width, options["max_new_tokens"], num_samples, n_sys,
+                               chunk) if batch_size is None
                  else max(1, batch_size // num_samples))
     chunks = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
     with _eval_mode(model):
@@ -196,21 +202,23 @@ def default_jump_forward(device: torch.device) -> bool:
 
 
 def batch_systems(model: torch.nn.Module | None, prompt_width: int, max_new: int,
-                  num_samples: int, n_systems: int) -> int:
+                  num_samples: int, n_systems: int, prefill_chunk: int) -> int:
     """Systems per batch when ``batch_size`` is None: as many as free memory holds (at most
-    ``n_systems``), from ``model``'s architecture, weight precision and device; all of them
-    without a model (an injected ``logits_fn`` has no size to go by)."""
+    ``n_systems``) with ``prefill_chunk`` prompts prefilled at a time, from ``model``'s
+    architecture, weight precision and device; all of them without a model (an injected
+    ``logits_fn`` has no size to go by)."""
     if model is None:
         return n_systems
     param = next(model.parameters())
     memory = row_memory(Architecture.from_hf_config(model.config), prompt_width, max_new,
                         param.element_size())
     free = free_memory_bytes(param.device)
-    fits = systems_per_batch(memory, num_samples, free)
+    fits = systems_per_batch(memory, num_samples, free, min(prefill_chunk, n_systems))
     log.info("forecast: %d systems x %d sample(s), %d per batch (memory for %d: %.1f GiB free, "
-             "%.1f MiB per system)", n_systems, num_samples, min(fits, n_systems), fits,
-             free / 2**30, (num_samples * memory.kv_cache_per_row + memory.prefill_per_prompt)
-             / 2**20)
+             "%.1f MiB per system, prefilled %d at a time)", n_systems, num_samples,
+             min(fits, n_systems), fits, free / 2**30,
+             (num_samples * memory.kv_cache_per_row + memory.logits_per_prompt) / 2**20,
+             prefill_chunk)
     return min(fits, n_systems)
 
 

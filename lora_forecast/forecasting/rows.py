@@ -3,9 +3,11 @@
 A decode call reads every weight once whatever its row count, and at a few rows it is bound by
 that read and by per-call overhead, not by arithmetic: each extra row is nearly free until
 memory runs out. So by default the forecaster puts as many systems in a batch as the device's
-free memory holds. The per-row figure is an upper bound computed from the architecture (pure
-arithmetic, below), and only :data:`MEMORY_FRACTION` of the free memory is planned for, which
-leaves the allocator, fragmentation and the rest of the process their headroom.
+free memory holds, while prefilling them in chunks of ``eval.prefill_tokens`` (a huge prefill
+runs slower and would need activations for every prompt at once). The per-row figure is an
+upper bound computed from the architecture (pure arithmetic, below), and only
+:data:`MEMORY_FRACTION` of the free memory is planned for, which leaves the allocator,
+fragmentation and the rest of the process their headroom.
 
 Sampled forecasts do not depend on the batch: every row draws from its own seeded stream
 (:func:`lora_forecast.forecasting.forecaster.forecast`), so the rows chosen here change speed
@@ -29,13 +31,16 @@ class RowMemory:
 
     Attributes:
         kv_cache_per_row: the keys and values of every layer for the longest row
-            (prompt width + the most generated tokens).
-        prefill_per_prompt: one prompt's transient prefill activations (one layer at a time:
-            the residual stream, q/k/v, attention scores as the math kernel materialises them,
-            and the gated MLP's four intermediate tensors) plus its full-vocabulary logits.
+            (prompt width + the most generated tokens), held until the batch ends.
+        logits_per_prompt: its last position's full-vocabulary logits, held from its prefill
+            until decoding starts.
+        prefill_per_prompt: its transient prefill activations while its chunk is prefilled
+            (one layer at a time: the residual stream, q/k/v, attention scores as the math
+            kernel materialises them, and the gated MLP's four intermediate tensors).
     """
 
     kv_cache_per_row: int
+    logits_per_prompt: int
     prefill_per_prompt: int
 
 
@@ -47,16 +52,18 @@ def row_memory(arch: Architecture, prompt_width: int, max_new_tokens: int,
     per_token = (4 * arch.intermediate + 4 * arch.hidden
                  + (2 * arch.heads + 2 * arch.kv_heads) * arch.head_dim)
     scores = arch.heads * prompt_width * prompt_width
-    prefill = prompt_width * per_token + scores + arch.vocab
-    return RowMemory(kv_cache_per_row=kv * dtype_bytes, prefill_per_prompt=prefill * dtype_bytes)
+    return RowMemory(kv_cache_per_row=kv * dtype_bytes, logits_per_prompt=arch.vocab * dtype_bytes,
+                     prefill_per_prompt=(prompt_width * per_token + scores) * dtype_bytes)
 
 
-def systems_per_batch(memory: RowMemory, samples: int, free_bytes: int,
+def systems_per_batch(memory: RowMemory, samples: int, free_bytes: int, prefill_chunk: int,
                       fraction: float = MEMORY_FRACTION) -> int:
     """Most systems (each ``samples`` rows sharing one prefill) whose batch fits in
-    ``fraction`` of ``free_bytes``; at least 1 (a single system always runs)."""
-    per_system = samples * memory.kv_cache_per_row + memory.prefill_per_prompt
-    return max(1, int(fraction * free_bytes) // per_system)
+    ``fraction`` of ``free_bytes`` while ``prefill_chunk`` prompts are being prefilled; at
+    least 1 (a single system always runs)."""
+    room = int(fraction * free_bytes) - prefill_chunk * memory.prefill_per_prompt
+    per_system = samples * memory.kv_cache_per_row + memory.logits_per_prompt
+    return max(1, room // per_system)
 
 
 def free_memory_bytes(device: torch.device) -> int:
