@@ -22,6 +22,7 @@ greedy, grammar-constrained forecast of ``--systems`` synthetic systems. Prints 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from typing import Any
@@ -29,13 +30,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import GIB, LLMTIME_IDS, phase_memory, pick_device, print_json_last
+from benchmarks import training
+from benchmarks.common import (
+    GIB,
+    LLMTIME_IDS,
+    model_configs,
+    phase_memory,
+    pick_device,
+    print_json_last,
+    synchronize,
+)
 from benchmarks.forecasting import contexts_and_format
-from benchmarks.training import random_batch
-from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.flops import Architecture, count_flops
 from lora_forecast.forecasting import forecast
-from lora_forecast.models.build import build_model, tiny_qwen2_config
+from lora_forecast.models.build import build_model
 from lora_forecast.models.numeric_head import loss_fn_for, numeric_logits_fn
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' datasheets. First
@@ -48,7 +55,6 @@ BF16_PEAK: tuple[tuple[str, float], ...] = (
     ("L40S", 362e12),
     ("L4", 121e12),
 )
-QWEN_0_5B = dict(hidden_size=896, num_heads=14, num_kv_heads=2, intermediate_size=4864)
 
 
 def bf16_peak(device: torch.device) -> tuple[str, float | None]:
@@ -59,34 +65,30 @@ def bf16_peak(device: torch.device) -> tuple[str, float | None]:
     return name, next((peak for key, peak in BF16_PEAK if key in name), None)
 
 
-def build(opts: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, ModelConfig]:
+def build(opts: argparse.Namespace, device: torch.device) -> torch.nn.Module:
     """The full-width random model: bf16 weights on CUDA, float32 on CPU; fp32 trainables."""
-    dtype = "bf16" if device.type == "cuda" else "fp32"
-    model_cfg = ModelConfig(kind="tiny", num_layers=opts.layers, lm_head_bias=True, dtype=dtype,
-                            attn_implementation="sdpa", **QWEN_0_5B)  # fmt: skip
-    lora_cfg = LoraConfig(rank=opts.rank, target_modules=["q_proj", "v_proj"])
-    return build_model(model_cfg, lora_cfg).to(device), model_cfg
+    model_cfg, lora_cfg = model_configs(opts.layers, opts.rank, lm_head_bias=True)
+    model_cfg = dataclasses.replace(model_cfg, dtype="bf16" if device.type == "cuda" else "fp32")
+    return build_model(model_cfg, lora_cfg).to(device)
 
 
-def step_flops(opts: argparse.Namespace, model_cfg: ModelConfig) -> float:
-    arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
-    return count_flops(arch, accounting="exact", mode="train", context_tokens=opts.context,
-                       batch_size=opts.batch, lora_rank=opts.rank, lm_head_bias=True,
-                       head_vocab=len(LLMTIME_IDS), convention="torch",
-                       backward="autograd").total  # fmt: skip
+def step_flops(opts: argparse.Namespace) -> float:
+    """The step's FLOPs as autograd computes them (torch convention), as the training benchmark
+    counts them."""
+    return training.step_flops({**vars(opts), "lm_head_bias": True}, len(LLMTIME_IDS),
+                               backward="autograd", convention="torch")
 
 
 def train(opts: argparse.Namespace, model: torch.nn.Module, device: torch.device) -> dict:
     """``opts.steps`` timed optimiser steps (one untimed warm-up step first)."""
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    ids, mask, labels = (t.to(device) for t in random_batch(opts.batch, opts.context))
+    ids, mask, labels = (t.to(device) for t in training.random_batch(opts.batch, opts.context))
     loss_fn = loss_fn_for("numeric", LLMTIME_IDS)
     seconds, losses = [], []
     with phase_memory(device) as memory:
         for i in range(opts.steps + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = loss_fn(model, ids, mask, labels)
@@ -121,9 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = pick_device(opts.device)
     torch.manual_seed(0)
     started = time.perf_counter()
-    model, model_cfg = build(opts, device)
+    model = build(opts, device)
     trained = train(opts, model, device)
-    flops = step_flops(opts, model_cfg)
+    flops = step_flops(opts)
     name, peak = bf16_peak(device)
     summary = {
         "device": name,
