@@ -48,6 +48,7 @@ import torch
 from benchmarks.ceiling import Ceiling, measure, print_ceiling, remeasure
 from benchmarks.common import (
     FORMS,
+    LLMTIME_IDS,
     QWEN_0_5B,
     benchmark_format,
     model_configs,
@@ -118,7 +119,7 @@ def phase_split(calls: list[tuple[str, float]], total: float) -> dict[str, float
 def warm_up(model: torch.nn.Module) -> None:
     """One small untimed forward (one-off kernel and allocator set-up), off the clock."""
     with torch.inference_mode():
-        model(input_ids=torch.full((2, 16), 15, device=model.device), use_cache=True)
+        model(input_ids=torch.full((2, 16), LLMTIME_IDS[0], device=model.device), use_cache=True)
 
 
 def ceiling_shapes(opts: dict[str, Any], prompt_tokens: int) -> list[tuple[int, int, int]]:

@@ -11,14 +11,14 @@ import torch
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.forecasting import forecast
-from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenTable
 from lora_forecast.models import compiled as compiled_module
 from lora_forecast.models.build import build_model
 from lora_forecast.models.compiled import compiled
 from lora_forecast.models.numeric_head import loss_fn_for
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
-LLMTIME_IDS = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)
+LLMTIME_IDS = TokenTable.from_tokenizer(qwen_tokenizer()).head_ids()  # '0'..'9', '.', ',', ';'
 
 
 def test_no_c_compiler_means_eager_and_one_log_line(monkeypatch, caplog):

@@ -9,16 +9,18 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.llmtime import TokenTable
 from lora_forecast.models.build import (
     build_model,
     enable_gradient_checkpointing,
     tiny_qwen2_config,
 )
 from lora_forecast.models.numeric_head import loss_fn_for
+from lora_forecast.models.tokenizer import qwen_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
-LLMTIME_IDS = (15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 13, 11, 26)
+LLMTIME_IDS = TokenTable.from_tokenizer(qwen_tokenizer()).head_ids()  # '0'..'9', '.', ',', ';'
 # eager attention: FlopCounterMode does not see CPU SDPA's math path
 CFG = ModelConfig(kind="tiny", attn_implementation="eager")
 BATCH, TOKENS, RANK = 2, 24, 4

@@ -6,6 +6,7 @@ whole forecasts matches the exact one, enumerated from a fake model by hand (no 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -22,11 +23,13 @@ from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar, T
 from lora_forecast.models.build import build_model
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
-ZERO, ONE, DOT, COMMA, SEMI = 15, 16, 13, 11, 26  # Qwen ids of '0', '1', '.', ',', ';'
+QWEN = TokenTable.from_tokenizer(qwen_tokenizer())
+ZERO, ONE, DOT, COMMA, SEMI = (QWEN.ids[symbol] for symbol in "01.,;")
 VOCAB = 32
-# Qwen's ids for the symbols, and id 0 as EOS/pad so that a 32-row fake vocabulary holds them all
-TABLE = TokenTable("compact", {**{str(d): 15 + d for d in range(10)}, ".": DOT, ",": COMMA,
-                               ";": SEMI}, None, 0, 0)
+# Qwen's ids for the unsigned symbols (all below 32), and id 0 as EOS/pad so that a 32-row fake
+# vocabulary holds them all
+TABLE = dataclasses.replace(QWEN, ids={s: QWEN.ids[s] for s in "0123456789.,;"}, eos_id=0,
+                            pad_id=0)
 
 
 def preference(ids: list[int], positions: list[int]) -> tuple[float, float]:

@@ -165,18 +165,18 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     tokens: dict[tuple[int, int], list[int]] = {}
     batches: list[DecodeBatch] = []
     width = max(map(len, prompts))
-    chunk = n_sys if prefill_tokens is None else max(1, prefill_tokens // width)
-    options.update(prefill_chunk=chunk)
+    prefill_chunk = n_sys if prefill_tokens is None else max(1, prefill_tokens // width)
+    options.update(prefill_chunk=prefill_chunk)
     per_batch = (batch_systems(model, width, options["max_new_tokens"], num_samples, n_sys,
-                               chunk) if batch_size is None
+                               prefill_chunk) if batch_size is None
                  else max(1, batch_size // num_samples))
-    chunks = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
+    system_batches = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
     with _eval_mode(model):
-        for chunk in tqdm(chunks, desc="forecast", unit="batch", disable=not progress):
-            jobs = [(s, n) for s in chunk for n in range(num_samples)]  # system-major rows
+        for systems in tqdm(system_batches, desc="forecast", unit="batch", disable=not progress):
+            jobs = [(s, n) for s in systems for n in range(num_samples)]  # system-major rows
             streams = None if sampling.greedy else [row_stream(seed, s, n, device)
                                                     for s, n in jobs]
-            result: DecodeResult = decode(logits_fn, [prompts[s] for s in chunk],
+            result: DecodeResult = decode(logits_fn, [prompts[s] for s in systems],
                                           repeats=num_samples, generator=streams, **options)
             tokens.update(zip(jobs, result.tokens, strict=True))
             batches.append(DecodeBatch(len(jobs), result.prompt_width, result.decode_steps,
