@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.scaling import SeriesScale
+from lora_forecast.data.series import SeriesSet
 from lora_forecast.evaluation.metrics import score_forecasts
 from lora_forecast.evaluation.plots import (
     ForecastPanels,
@@ -31,6 +32,7 @@ from lora_forecast.evaluation.plots import (
 )
 from lora_forecast.evaluation.protocol import SeriesWindows, cut_series_windows, score_baselines
 from lora_forecast.forecast.runs import SCALING_FILE
+from lora_forecast.forecast.table import scored_frame, write_frame
 from lora_forecast.forecasting import forecast
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, load_trainable_state
@@ -45,6 +47,7 @@ from lora_forecast.training.signals import StopRequest
 __all__ = ["RunContext", "run", "predict_cost", "CostPrediction"]
 
 log = logging.getLogger(__name__)
+FORECASTS_FILE = "forecasts.csv"  # a run's scored test forecasts, beside results.json
 
 
 def batch_loss_fn(head: str, fmt: LLMTimeFormat):
@@ -77,9 +80,9 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     if main:
         data.split.save(run_dir / "split.json", ids=data.series.ids)
         write_json_atomic(run_dir / SCALING_FILE, data.scaling.to_dict())
+    test = data.series.subset(data.split.test)
     window = cut_series_windows(
-        data.series.subset(data.split.test), settings.eval.context_steps,
-        settings.eval.horizon_steps, settings.eval.n_systems,
+        test, settings.eval.context_steps, settings.eval.horizon_steps, settings.eval.n_systems,
     )  # fmt: skip
     if window.skipped:
         log.info("evaluation: %d test series too short for %d + %d steps, skipped",
@@ -103,7 +106,9 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         return payload
     payload["metrics"] = _score(settings, window.truth, fc)
     if main:
-        _plots(run_dir, window, fc, payload, settings, data.series.variables)
+        scored = test.subset(window.positions)
+        _plots(run_dir, window, fc, payload, settings, scored)
+        _write_forecasts(run_dir, scored, window, fc, settings)
     return payload
 
 
@@ -264,21 +269,41 @@ def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForm
     return validate
 
 
+def _window_times(scored: SeriesSet, window: SeriesWindows) -> tuple[np.ndarray, np.ndarray]:
+    """``([S, Tc], [S, H])`` times of the scored series' context and horizon as the input
+    holds them (numbers, or dates), not the windows' float days."""
+    n_ctx, horizon = window.contexts.shape[1], window.truth.shape[1]
+    times = np.stack([t[:n_ctx + horizon] for t in scored.times])  # [S, Tc + H]
+    return times[:, :n_ctx], times[:, n_ctx:]
+
+
 def _plots(run_dir: Path, window: SeriesWindows, fc: Any, payload: dict[str, Any],
-           settings: Settings, variables: tuple[str, ...]) -> None:
-    """``forecasts.png`` (the test series under their ids in ``split.json``, bands only from
-    samples) and ``error_per_step.png``."""
+           settings: Settings, scored: SeriesSet) -> None:
+    """``forecasts.png`` (the test series under their ids in ``split.json``, on their own
+    times, bands only from samples) and ``error_per_step.png``."""
     sampled = settings.eval.num_samples > 1
+    variables = scored.variables
     named = {} if variables[0] == "var0" else {"variable_names": variables}
     panels = ForecastPanels(
         system_ids=window.ids, n_systems=settings.eval.plot_systems,
-        title=metrics_title(payload["metrics"]["mse"], payload["baselines"]), **named,
+        title=metrics_title(payload["metrics"]["mse"], payload["baselines"]),
+        system_labels=[scored.label(i) for i in range(len(scored))],
+        time_label=scored.time_name, **named,
     )  # fmt: skip
     plot_forecasts(
         run_dir / "forecasts.png", window.contexts, window.truth, fc.point,
         fc.lower if sampled else None, fc.upper if sampled else None,
-        window.t_context, window.t_future, panels,
+        *_window_times(scored, window), panels,
     )  # fmt: skip
     per_step = {"LLM": payload["metrics"]["mse_per_step"]}
     per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})
     plot_error_per_step(run_dir / "error_per_step.png", per_step)
+
+
+def _write_forecasts(run_dir: Path, scored: SeriesSet, window: SeriesWindows, fc: Any,
+                     settings: Settings) -> None:
+    """``forecasts.csv``: the scored test forecasts beside their truth, on the input's times
+    (see :func:`lora_forecast.forecast.table.scored_frame`), written atomically."""
+    sampled = settings.eval.num_samples > 1
+    frame = scored_frame(scored, _window_times(scored, window)[1], window.truth, fc, sampled)
+    write_frame(frame, run_dir / FORECASTS_FILE)

@@ -6,7 +6,7 @@ become a :class:`SeriesSet`, so splits, windows, evaluation and forecasting see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,10 @@ class SeriesSet:
         times: per series its ``[T_i]`` time values (numbers or datetimes), strictly increasing.
         variables: the ``V`` variable names, shared by every series.
         source: the file they were read from (for messages).
+        time_name: the input's time column (``time`` for HDF5, whose dataset is so named).
+        id_name: the input's id column; None where the file has none: HDF5 systems are
+            numbered, a wide table's one series takes its file's stem (``by_file``).
+        by_file: the series are named by their file, not by an id in it (a wide table).
     """
 
     ids: tuple[str, ...]
@@ -33,6 +37,9 @@ class SeriesSet:
     times: tuple[np.ndarray, ...]
     variables: tuple[str, ...]
     source: str = ""
+    time_name: str = "time"
+    id_name: str | None = None
+    by_file: bool = False
 
     def __post_init__(self) -> None:
         if not len(self.ids) == len(self.values) == len(self.times):
@@ -57,8 +64,16 @@ class SeriesSet:
     def subset(self, indices: np.ndarray | list[int]) -> SeriesSet:
         """The series at ``indices`` (in that order)."""
         idx = [int(i) for i in indices]
-        return SeriesSet(tuple(self.ids[i] for i in idx), tuple(self.values[i] for i in idx),
-                         tuple(self.times[i] for i in idx), self.variables, self.source)
+        return replace(self, ids=tuple(self.ids[i] for i in idx),
+                       values=tuple(self.values[i] for i in idx),
+                       times=tuple(self.times[i] for i in idx))
+
+    def label(self, i: int) -> str:
+        """How figures name series ``i``: ``series <id>`` for a table with an id column,
+        ``series from <file>`` for a wide table's one series, ``system <id>`` for HDF5."""
+        if self.by_file:
+            return f"series from {Path(self.source).name}"
+        return f"{'series' if self.id_name is not None else 'system'} {self.ids[i]}"
 
     def uniform(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(trajectories [S, T, V], time [T])`` when every series shares one time axis."""

@@ -5,8 +5,12 @@ Layouts (``data.layout``; ``auto`` picks ``long`` when the id column exists, els
 * long, one row per (series id, time, variable, value) when the table has the
   ``data.variable_column`` and ``data.value_column`` columns and no ``data.value_columns`` are
   named; otherwise one row per (series id, time) with one column per variable;
-* wide: one series per file (its id is the file's stem), a time column and one column per
-  variable.
+* wide: one series per file (its id is the file's stem, and it is labelled "series from
+  <file>"), a time column and one column per variable.
+
+Times are kept typed: integers stay integers, floats floats, dates ``datetime64``; with the
+id and time column names they let forecasts continue the input's own time axis
+(:mod:`lora_forecast.data.timeaxis`).
 
 Every problem is one line naming the file and the row, series or column (rows are counted from
 1 over the data rows, the header not included): a configured column that is not in the file,
@@ -218,4 +222,7 @@ def read_table(path: str | Path, cfg: DataConfig) -> SeriesSet:
         ids.append(series_id)
     if len(set(ids)) != len(ids):  # e.g. ids 1 and "1" in one column
         raise _fail(path, f"column {cfg.id_column!r}: series ids collide as text")
-    return SeriesSet(tuple(ids), tuple(values), tuple(times), tuple(variables), str(path))
+    by_file = _layout(cfg, frame) == "wide"
+    return SeriesSet(tuple(ids), tuple(values), tuple(times), tuple(variables), str(path),
+                     time_name=cfg.time_column, id_name=None if by_file else cfg.id_column,
+                     by_file=by_file)

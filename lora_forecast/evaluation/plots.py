@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["ForecastPanels", "forecast_figure", "metrics_title", "plot_error_per_step",
            "plot_forecasts", "plot_metric_bars", "readable_ylim"]
@@ -43,6 +45,9 @@ class ForecastPanels:
         n_systems: how many systems (rows) to draw at most.
         band_label: legend entry of the ``lower``-``upper`` band.
         value_label: the y-axis label.
+        system_labels: each row's full name (e.g. ``series s01``, ``series from in.csv``:
+            :meth:`lora_forecast.data.series.SeriesSet.label`); None = ``system <id>``.
+        time_label: the x-axis label when times are given (the input's time column).
     """
 
     system_ids: Sequence[Any] | None = None
@@ -51,6 +56,15 @@ class ForecastPanels:
     n_systems: int = 4
     band_label: str = "10-90% of samples"
     value_label: str = "value (original units)"
+    system_labels: Sequence[str] | None = None
+    time_label: str = "time"
+
+    def row_names(self, n_sys: int) -> list[str]:
+        """The name of each of ``n_sys`` rows: its label, or ``system <id>``."""
+        if self.system_labels is not None:
+            return list(self.system_labels)
+        ids = list(self.system_ids) if self.system_ids is not None else list(range(n_sys))
+        return [f"system {i}" for i in ids]
 
 
 def metrics_title(mse: float | None, baselines: Mapping[str, Mapping[str, Any] | None]) -> str:
@@ -124,6 +138,17 @@ def _draw_panel(ax: Any, t_context: np.ndarray, t_future: np.ndarray, context: n
                 color="tab:red")
 
 
+def _time_ticks(ax: Any, dtype: np.dtype) -> None:
+    """Dates get a date axis with concise labels; integer times (years) integer ticks
+    (``dtype``: of the forecast times, which padding never turns into floats)."""
+    if np.issubdtype(dtype, np.datetime64):
+        locator = AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    elif np.issubdtype(dtype, np.integer):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def forecast_figure(
     contexts: np.ndarray,
     truth: np.ndarray,
@@ -146,7 +171,9 @@ def forecast_figure(
         point: ``[S, H, V]`` point forecast.
         lower: ``[S, H, V]`` lower quantile, optional (drawn with ``upper`` as a band).
         upper: ``[S, H, V]`` upper quantile, optional.
-        t_context: ``[Tc]`` shared or ``[S, Tc]`` per-system context times; None = steps.
+        t_context: ``[Tc]`` shared or ``[S, Tc]`` per-system context times (numbers, or
+            ``datetime64`` for a date axis; NaN/NaT where a shorter context has no step);
+            None = steps.
         t_future: ``[H]`` or ``[S, H]`` forecast times; None = steps ``Tc .. Tc+H-1``.
         panels: ids, title, names and labels (see :class:`ForecastPanels`).
 
@@ -159,7 +186,7 @@ def forecast_figure(
     t_c = np.broadcast_to(np.asarray(t_context) if timed else np.arange(n_ctx), (n_sys, n_ctx))
     t_f = np.broadcast_to(np.asarray(t_future) if timed else np.arange(n_ctx, n_ctx + horizon),
                           (n_sys, horizon))
-    ids = list(panels.system_ids) if panels.system_ids is not None else list(range(n_sys))
+    rows = panels.row_names(n_sys)
     names = list(panels.variable_names) + [f"var {v}" for v in
                                            range(len(panels.variable_names), n_vars)]
     n_rows = max(1, min(panels.n_systems, n_sys))
@@ -171,13 +198,14 @@ def forecast_figure(
             _draw_panel(axes[s, v], t_c[s], t_f[s], contexts[s, :, v], truth[s, :, v],
                         point[s, :, v], (lower[s, :, v], upper[s, :, v]) if band else None,
                         panels.band_label)
-            axes[s, v].set_title(f"system {ids[s]}: {names[v]}", fontsize=9)
+            axes[s, v].set_title(f"{rows[s]}: {names[v]}", fontsize=9)
+            _time_ticks(axes[s, v], t_f.dtype)
         axes[s, 0].set_ylabel(panels.value_label, fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8,
                frameon=False)  # below the panels: never hides data or a panel's note
     for ax in axes[-1]:
-        ax.set_xlabel("time" if timed else "time step")
+        ax.set_xlabel(panels.time_label if timed else "time step")
     if panels.title:
         fig.suptitle(panels.title, fontsize=10)
     return fig

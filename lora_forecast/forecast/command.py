@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from lora_forecast.config import Settings
 from lora_forecast.data.scaling import Scaling, fit_scaling
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
+from lora_forecast.data.timeaxis import STEP, FutureAxis, future_axis
 from lora_forecast.errors import ConfigError, DataFormatError
 from lora_forecast.forecast.runs import run_scaling
 from lora_forecast.job import atomic_directory
@@ -67,8 +68,7 @@ def check_variables(series: SeriesSet, expected: tuple[str, ...], input_path: st
         raise DataFormatError(f"input: {input_path}: variables ({', '.join(got)}) do not "
                               f"match the run's ({', '.join(expected)})")
     order = [got.index(name) for name in expected]
-    return SeriesSet(series.ids, tuple(v[:, order] for v in series.values), series.times,
-                     expected, series.source)
+    return replace(series, values=tuple(v[:, order] for v in series.values), variables=expected)
 
 
 def _scaling(settings: Settings, run: str | None, series: SeriesSet) -> Scaling:
@@ -168,35 +168,58 @@ def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
 
 
 def _with_horizon(settings: Settings, horizon: int) -> Settings:
-    from dataclasses import replace
-
     return replace(settings, eval=replace(settings.eval, horizon_steps=horizon))
+
+
+def _irregular_line(source: Path, axis: FutureAxis) -> str:
+    """One line naming the series whose times cannot be continued (at most five by id)."""
+    ids = ", ".join(axis.irregular[:5])
+    more = f" and {len(axis.irregular) - 5} more" if len(axis.irregular) > 5 else ""
+    return (f"input: {source}: series {ids}{more}: irregular time spacing (no constant step or "
+            f"frequency pandas can infer); forecasts are numbered by {STEP} 1..H instead")
 
 
 def _write(folder: Path, job: ForecastJob, settings: Settings, series: SeriesSet,
            contexts: list[np.ndarray], fc: Any, meter: Any) -> None:
-    from lora_forecast.evaluation.plots import ForecastPanels, plot_forecasts
     from lora_forecast.forecast.table import (
         forecast_frame,
         input_columns,
-        left_padded,
         output_name,
         write_frame,
     )
 
     source = Path(job.input)
-    frame = forecast_frame(settings.data, source, input_columns(source), series.ids,
-                           series.variables, fc.point, fc.lower, fc.upper)
+    axis = future_axis(series, job.horizon)
+    if axis.irregular:
+        log.warning(_irregular_line(source, axis))
+    frame = forecast_frame(settings.data, source, input_columns(source), series, axis, fc)
     write_frame(frame, folder / output_name(source))
     if job.plot_series > 0:
-        shown = min(job.plot_series, len(series))
-        panels = ForecastPanels(system_ids=series.ids[:shown], variable_names=series.variables,
-                                n_systems=shown)
-        plot_forecasts(folder / "forecasts.png", left_padded(contexts[:shown]),
-                       np.full_like(fc.point[:shown], np.nan), fc.point[:shown],
-                       fc.lower[:shown], fc.upper[:shown], panels=panels)
+        _plot(folder / "forecasts.png", min(job.plot_series, len(series)), series, contexts,
+              axis, fc)
     summary = {"run": job.run, "input": str(source), "horizon": job.horizon,
-               "series": len(series), "parse_failures": fc.parse_failures,
+               "series": len(series), "time_column": axis.name,
+               "parse_failures": fc.parse_failures,
                "flops": {"predicted": meter.reservation, "spent": meter.spent,
                          "run_id": meter.run_id}}
     (folder / "forecast.json").write_text(json.dumps(summary, indent=2))
+
+
+def _plot(path: Path, shown: int, series: SeriesSet, contexts: list[np.ndarray],
+          axis: FutureAxis, fc: Any) -> None:
+    """The first ``shown`` series on their own times (steps where the axis fell back), named
+    by id, or by file where the input has none."""
+    from lora_forecast.evaluation.plots import ForecastPanels, plot_forecasts
+    from lora_forecast.forecast.table import left_padded
+
+    t_context = t_future = None
+    if axis.timed:
+        t_context = left_padded([t[len(t) - len(c):] for t, c in
+                                 zip(series.times[:shown], contexts, strict=False)])
+        t_future = np.stack(axis.times[:shown])
+    panels = ForecastPanels(system_ids=series.ids[:shown], variable_names=series.variables,
+                            n_systems=shown, time_label=axis.name,
+                            system_labels=[series.label(i) for i in range(shown)])
+    plot_forecasts(path, left_padded(contexts[:shown]), np.full_like(fc.point[:shown], np.nan),
+                   fc.point[:shown], fc.lower[:shown], fc.upper[:shown], t_context, t_future,
+                   panels=panels)
