@@ -66,8 +66,11 @@ def test_forecast_reproduces_the_runs_own_numbers(trained: Path, tmp_path: Path)
     job, settings = _job(trained, source, tmp_path / "fc")
     out = run_forecast_job(job, settings, run_config(trained))
     table = pd.read_csv(out / "forecasts.csv")
-    assert list(table.columns) == ["series_id", "step", "var0", "var0_q10", "var0_q90",
+    assert list(table.columns) == ["series_id", "time", "var0", "var0_q10", "var0_q90",
                                    "var1", "var1_q10", "var1_q90"]
+    # the input's time axis continued: the file's own next times (its step is 200/99)
+    np.testing.assert_allclose(table["time"].to_numpy().reshape(len(ids), 2),
+                               np.tile(time[context:context + 2], (len(ids), 1)), rtol=1e-9)
     point = table[["var0", "var1"]].to_numpy().reshape(len(ids), 2, 2)  # [S, H, V]
     truth = values[:, context:context + 2]
     err = (point - truth) ** 2
@@ -82,6 +85,21 @@ def test_forecast_reproduces_the_runs_own_numbers(trained: Path, tmp_path: Path)
     assert row.status == "completed" and 0 < row.spent_flops <= row.predicted_flops
 
 
+def test_the_run_wrote_its_test_forecasts_as_a_table(trained: Path) -> None:
+    ids, values, time = _test_series(trained)  # read from the HDF5 file, not the run
+    results = json.loads((trained / "results.json").read_text())
+    table = pd.read_csv(trained / "forecasts.csv", dtype={"series_id": str})
+    assert list(table.columns) == ["series_id", "time", "var0_truth", "var0_forecast",
+                                   "var1_truth", "var1_forecast"]  # greedy: no quantiles
+    assert table["series_id"].tolist() == [i for i in ids for _ in range(2)]
+    np.testing.assert_allclose(table["time"].to_numpy().reshape(len(ids), 2),
+                               np.tile(time[8:10], (len(ids), 1)), rtol=1e-12)
+    truth = table[["var0_truth", "var1_truth"]].to_numpy().reshape(len(ids), 2, 2)
+    np.testing.assert_allclose(truth, values[:, 8:10], rtol=1e-12)
+    point = table[["var0_forecast", "var1_forecast"]].to_numpy().reshape(len(ids), 2, 2)
+    assert ((point - truth) ** 2).mean() == pytest.approx(results["metrics"]["mse"], rel=1e-9)
+
+
 def test_rows_layout_in_rows_layout_out(trained: Path, tmp_path: Path) -> None:
     ids, values, time = _test_series(trained)
     narrow = pd.read_csv(_input_csv(tmp_path / "w.csv", ids, values[:, :12], time[:12])).melt(
@@ -90,8 +108,94 @@ def test_rows_layout_in_rows_layout_out(trained: Path, tmp_path: Path) -> None:
     job, settings = _job(trained, tmp_path / "rows.parquet", tmp_path / "fc", horizon=3)
     out = run_forecast_job(job, settings, run_config(trained))
     table = pd.read_parquet(out / "forecasts.parquet")
-    assert list(table.columns) == ["series_id", "step", "variable", "forecast", "q10", "q90"]
+    assert list(table.columns) == ["series_id", "time", "variable", "forecast", "q10", "q90"]
     assert len(table) == len(ids) * 3 * 2 and set(table["variable"]) == {"var0", "var1"}
+
+
+def _recording_figures(monkeypatch) -> list:
+    """Per forecast figure the command builds, per panel its title, x label and the x data of
+    its lines (context, forecast), read before the figure is rendered and cleared."""
+    from lora_forecast.evaluation import plots
+
+    figures, original = [], plots.forecast_figure
+
+    def recording(*args, **kwargs):
+        fig = original(*args, **kwargs)
+        figures.append([(ax.get_title(), ax.get_xlabel(),
+                         [line.get_xdata() for line in ax.get_lines()]) for ax in fig.axes])
+        return fig
+
+    monkeypatch.setattr(plots, "forecast_figure", recording)
+    return figures
+
+
+def test_wide_csv_with_years_gets_the_next_years(trained, tmp_path, monkeypatch) -> None:
+    _, values, _ = _test_series(trained)
+    years = np.arange(1900, 1921)
+    frame = pd.DataFrame({"year": years, "var0": values[0, :21, 0], "var1": values[0, :21, 1]})
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    figures = _recording_figures(monkeypatch)
+    job, settings = _job(trained, tmp_path / "in.csv", tmp_path / "fc", horizon=5,
+                         overrides=("data.time_column=year",))
+    out = run_forecast_job(job, settings, run_config(trained))
+    table = pd.read_csv(out / "forecasts.csv")
+    assert list(table.columns) == ["year", "var0", "var0_q10", "var0_q90",
+                                   "var1", "var1_q10", "var1_q90"]
+    assert table["year"].tolist() == [1921, 1922, 1923, 1924, 1925]
+    assert json.loads((out / "forecast.json").read_text())["time_column"] == "year"
+    ((title, _, (context, forecast, *_)), (_, xlabel, _)) = figures[0]
+    np.testing.assert_array_equal(context, years[-8:])  # the run's 8 context steps
+    np.testing.assert_array_equal(forecast, [1921, 1922, 1923, 1924, 1925])
+    assert title == "series from in.csv: var0"  # no id column: named by its file
+    assert xlabel == "year"
+
+
+def test_long_csv_with_dates_continues_each_series_frequency(trained, tmp_path,
+                                                             monkeypatch) -> None:
+    ids, values, _ = _test_series(trained)
+    days = pd.date_range("2024-02-22", periods=6, freq="D")  # shorter than the context
+    months = pd.date_range("2023-01-31", periods=12, freq="ME")  # month ends
+    frame = pd.concat([
+        pd.DataFrame({"shop": "daily", "date": days.strftime("%Y-%m-%d"),
+                      "var0": values[0, :6, 0], "var1": values[0, :6, 1]}),
+        pd.DataFrame({"shop": "monthly", "date": months.strftime("%Y-%m-%d"),
+                      "var0": values[1, :12, 0], "var1": values[1, :12, 1]}),
+    ])
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    figures = _recording_figures(monkeypatch)
+    job, settings = _job(trained, tmp_path / "sales.csv", tmp_path / "fc", horizon=3,
+                         overrides=("data.id_column=shop", "data.time_column=date"))
+    out = run_forecast_job(job, settings, run_config(trained))
+    table = pd.read_csv(out / "forecasts.csv")
+    assert list(table.columns[:2]) == ["shop", "date"]
+    assert table.groupby("shop")["date"].apply(list).to_dict() == {
+        "daily": ["2024-02-28", "2024-02-29", "2024-03-01"],  # a leap day
+        "monthly": ["2024-01-31", "2024-02-29", "2024-03-31"]}
+    (daily, _, monthly, (_, xlabel, _)) = figures[0]
+    assert (daily[0], monthly[0]) == ("series daily: var0", "series monthly: var0")
+    context, forecast = monthly[2][:2]
+    np.testing.assert_array_equal(
+        forecast, np.array(["2024-01-31", "2024-02-29", "2024-03-31"], dtype="datetime64[ns]"))
+    np.testing.assert_array_equal(context, months[-8:].to_numpy())  # the last 8 month ends
+    assert np.isnat(daily[2][0][:2]).all()  # 6 days drawn where the 8-step contexts end
+    np.testing.assert_array_equal(daily[2][0][2:], days.to_numpy())
+    assert xlabel == "date"
+
+
+def test_irregular_times_fall_back_to_steps_with_one_line(trained, tmp_path,
+                                                          caplog) -> None:
+    text = ("series_id,time,var0,var1\n" + "".join(f"a,{t},1,2\n" for t in range(6))
+            + "".join(f"b,{t},1,2\n" for t in (0, 1, 2, 4, 5, 7)))
+    (tmp_path / "in.csv").write_text(text)
+    job, settings = _job(trained, tmp_path / "in.csv", tmp_path / "fc", horizon=2)
+    with caplog.at_level("WARNING", logger="lora_forecast.forecast.command"):
+        out = run_forecast_job(job, settings, run_config(trained))
+    table = pd.read_csv(out / "forecasts.csv")
+    assert list(table.columns[:2]) == ["series_id", "step"]
+    assert table["step"].tolist() == [1, 2, 1, 2]
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "series b: irregular time spacing" in line and "numbered by step" in line
+    assert "\n" not in line
 
 
 def test_export_merged_model_forecasts_like_the_adapter(trained: Path, tmp_path: Path) -> None:

@@ -56,6 +56,44 @@ def test_ragged_csv_three_variables_end_to_end(compose_cfg, run_dir, tmp_path) -
     assert 0 < results["flops"]["spent"] <= results["flops"]["predicted"]
 
 
+def test_dated_run_writes_its_test_forecasts_on_the_dates(compose_cfg, run_dir, tmp_path,
+                                                          monkeypatch) -> None:
+    from lora_forecast.evaluation import plots
+
+    frame = ragged_frame(20, 2)
+    frame["time"] = (pd.Timestamp("2020-01-01") + pd.to_timedelta(frame["time"], "D")
+                     ).dt.strftime("%Y-%m-%d")  # daily dates, each series from 2020-01-01
+    path = tmp_path / "series.csv"
+    frame.to_csv(path, index=False)
+    panels, original = [], plots.forecast_figure
+
+    def recording(*args, **kwargs):  # titles and line x data, before rendering clears them
+        fig = original(*args, **kwargs)
+        panels.extend((ax.get_title(), ax.get_xlabel(), [ln.get_xdata() for ln in ax.lines])
+                      for ax in fig.axes)
+        return fig
+
+    monkeypatch.setattr(plots, "forecast_figure", recording)
+    results = _run(compose_cfg, run_dir, f"data.path={path}", "eval.context_steps=12",
+                   "eval.horizon_steps=3", "eval.num_samples=2", "train.max_steps=2")
+    assert results["status"] == "completed", results
+    ids = results["eval_series"]["ids"]
+    table = pd.read_csv(run_dir / "forecasts.csv")
+    assert list(table.columns) == ["series_id", "time"] + [
+        f"v{j}_{what}" for j in range(2) for what in ("truth", "forecast", "q10", "q90")]
+    source = pd.read_csv(path)  # the oracle: the input file itself, read by pandas
+    want = pd.concat([source[source["series_id"] == i].iloc[12:15] for i in ids])
+    assert table["series_id"].tolist() == want["series_id"].tolist()
+    assert table["time"].tolist() == want["time"].tolist() == ["2020-01-13", "2020-01-14",
+                                                               "2020-01-15"] * len(ids)
+    np.testing.assert_allclose(table[["v0_truth", "v1_truth"]], want[["v0", "v1"]], rtol=1e-12)
+    assert (table["v0_q10"] <= table["v0_q90"]).all()
+    title, _, (context, *_) = panels[0]
+    assert title == f"series {ids[0]}: v0"
+    np.testing.assert_array_equal(context, pd.date_range("2020-01-01", periods=12).to_numpy())
+    assert panels[-1][1] == "time"
+
+
 def test_planning_counts_windows_of_the_real_lengths(compose_cfg, tmp_path) -> None:
     frame = ragged_frame(20, 3)
     path = tmp_path / "series.csv"

@@ -208,3 +208,33 @@ def test_forecasts_of_new_data_have_no_truth_entry(forecast_arrays) -> None:
                                                 variable_names=("sales", "visits")))
     assert legend_labels(fig) == ["context", "forecast"]
     assert fig.axes[0].get_title() == "system shop-a: sales"
+
+
+def test_dates_on_a_date_axis_with_series_labels(forecast_arrays) -> None:
+    from matplotlib.dates import ConciseDateFormatter
+
+    a = forecast_arrays
+    days = np.arange("2024-01-01", "2024-01-26", dtype="datetime64[D]").astype("datetime64[ns]")
+    t = np.broadcast_to(days, (3, 25))
+    labels = ["series from in.csv", "series b", "series c"]
+    fig = forecast_figure(a["contexts"], a["truth"], a["point"], None, None, t[:, :20], t[:, 20:],
+                          ForecastPanels(system_labels=labels, time_label="date"))
+    first = fig.axes[0]
+    context, forecast = first.get_lines()[0], first.get_lines()[2]
+    np.testing.assert_array_equal(context.get_xdata(), days[:20])
+    np.testing.assert_array_equal(forecast.get_xdata(), days[20:])
+    assert isinstance(first.xaxis.get_major_formatter(), ConciseDateFormatter)
+    assert [ax.get_title() for ax in fig.axes[::2]] == [f"{label}: prey" for label in labels]
+    assert [ax.get_xlabel() for ax in fig.axes[-2:]] == ["date", "date"]
+
+
+def test_integer_years_get_integer_ticks() -> None:
+    years = np.arange(1900, 1903)  # over 2 years the default ticks would fall on half years
+    values = np.array([[[1.0], [2.0], [1.5]]])  # [1, 3, 1]
+    fig = forecast_figure(values[:, :1], values[:, 1:], values[:, 1:] + 0.1, None, None,
+                          years[:1], years[1:], ForecastPanels(time_label="year"))
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.get_lines()[2].get_xdata(), [1901, 1902])
+    ticks = ax.get_xticks()
+    assert len(ticks) > 1 and (ticks == np.round(ticks)).all()  # no 1900.5
+    assert ax.get_xlabel() == "year"
