@@ -90,3 +90,13 @@ def test_reader_keeps_times_typed_and_names_the_columns(tmp_path) -> None:
     assert (series.time_name, series.id_name, series.by_file) == ("date", "shop", False)
     assert [series.label(i) for i in range(2)] == ["series x", "series y"]
     assert series.subset([1]).time_name == "date" and series.subset([1]).label(0) == "series y"
+
+
+def test_dates_with_offsets_are_read_as_utc(tmp_path) -> None:
+    path = tmp_path / "tz.csv"
+    path.write_text("time,v\n2024-01-01T00:00+01:00,1\n2024-01-02T00:00+01:00,2\n"
+                    "2024-01-03T00:00+01:00,3\n")
+    (times,) = read_table(path, DataConfig()).times
+    np.testing.assert_array_equal(times, dates("2023-12-31T23:00", "2024-01-01T23:00",
+                                               "2024-01-02T23:00"))
+    np.testing.assert_array_equal(next_times(times, 1), dates("2024-01-03T23:00"))

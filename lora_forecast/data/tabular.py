@@ -84,20 +84,24 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _times(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
-    """Numbers when the time column is numeric, else datetimes; missing times are errors."""
+    """Numbers when the time column is numeric, else datetimes (``datetime64``: dates with a
+    time zone or offset become UTC, so one series' times are one type and compare);
+    missing times are errors."""
     raw = frame[column]
     if raw.isna().any():
         i = int(np.flatnonzero(raw.isna().to_numpy())[0])
         raise _fail(path, f"row {frame[_ROW].iloc[i]}: column {column!r} (data.time_column) "
                           "has no time")
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return raw.dt.tz_convert(None)
     if pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_datetime64_any_dtype(raw):
         return raw
     numbers = pd.to_numeric(raw, errors="coerce")
     if numbers.notna().all():
         return numbers
     # a column of mostly numbers is numeric with a bad entry, not a column of dates
-    dates = numbers if numbers.notna().any() else pd.to_datetime(raw, errors="coerce",
-                                                                  format="mixed")
+    dates = numbers if numbers.notna().any() else pd.to_datetime(
+        raw, errors="coerce", format="mixed", utc=True).dt.tz_convert(None)
     if dates.isna().any():
         i = int(np.flatnonzero(dates.isna().to_numpy())[0])
         raise _fail(path, f"row {frame[_ROW].iloc[i]}: column {column!r} (data.time_column) "
