@@ -23,6 +23,7 @@ def dates(*days: str) -> np.ndarray:
     (np.array([1900, 1901, 1902]), 3, np.array([1903, 1904, 1905])),  # years stay integers
     (np.array([0, 5]), 2, np.array([10, 15])),  # two times: their one gap
     (np.array([0.0, 0.5, 1.0]), 2, np.array([1.5, 2.0])),
+    (np.array([0.0, 0.1, 0.2]), 2, np.array([0.3, 0.4])),  # exactly: no 0.30000000000000004
     # the Lotka-Volterra file's axis: 100 steps over 200 time units, step 200/99
     (np.linspace(0.0, 200.0, 100), 2, np.array([200.0 + 200 / 99, 200.0 + 400 / 99])),
     (dates("2024-02-27", "2024-02-28", "2024-02-29"), 2, dates("2024-03-01", "2024-03-02")),
@@ -40,7 +41,7 @@ def dates(*days: str) -> np.ndarray:
 def test_next_times_continue_the_spacing(times, horizon, expected) -> None:
     got = next_times(times, horizon)
     assert got.dtype.kind == expected.dtype.kind
-    if expected.dtype.kind == "f":
+    if expected.dtype.kind == "f" and len(times) > 3:  # long float axes: to rounding
         np.testing.assert_allclose(got, expected, rtol=1e-12)
     else:
         np.testing.assert_array_equal(got, expected)

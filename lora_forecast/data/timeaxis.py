@@ -35,7 +35,8 @@ def _next_numbers(times: np.ndarray, horizon: int) -> np.ndarray | None:
     step = (times[-1] - times[0]) / (len(times) - 1)
     if not np.allclose(diffs, step, rtol=_FLOAT_RTOL, atol=0.0):
         return None
-    return times[-1] + step * ahead
+    # 12 digits below the step: 0.2 + 0.1 is written 0.3, not 0.30000000000000004
+    return np.round(times[-1] + step * ahead, 12 - int(np.floor(np.log10(step))))
 
 
 def _next_dates(times: np.ndarray, horizon: int) -> np.ndarray | None:
