@@ -170,6 +170,9 @@ class DataConfig:
     scaling: str = "global"
     scale_quantile: float = 0.9
     scale_offset: float = 0.0
+    # '-' in the LLMTIME alphabet: auto (a table: from its values as the text writes them;
+    # HDF5, populations: non-negative), true, or false (the data is declared non-negative)
+    signed: Any = "auto"
 
     def __post_init__(self) -> None:
         _require(
@@ -188,6 +191,8 @@ class DataConfig:
         _require(0 <= self.decimals <= 6, "data.decimals", f"must be in 0..6, got {self.decimals}")
         _require(self.number_format in NUMBER_FORMATS, "data.number_format",
                  f"must be one of {NUMBER_FORMATS}, got {self.number_format!r}")
+        _require(self.signed == "auto" or isinstance(self.signed, bool), "data.signed",
+                 f"must be auto, true or false, got {self.signed!r}")
         if isinstance(self.alpha, str):
             _require(
                 self.alpha == "auto", "data.alpha", f"must be > 0 or 'auto', got {self.alpha!r}"

@@ -73,13 +73,15 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp / "adapter")
         _save_bias(bias, tmp / "adapter")
+        scaling = run_scaling(run_dir)
+        signed = bool((scaling or {}).get("signed", False))  # the run's alphabet: '-' or not
         fmt = LLMTimeFormat.for_tokenizer(
             LLMTimeCodec(1.0, settings.data.decimals, settings.data.number_format),
-            load_tokenizer(settings.model))
+            load_tokenizer(settings.model), signed)
         info = {"run": str(run_dir), "decimals": settings.data.decimals,
                 "number_format": settings.data.number_format, "layout": fmt.tokens.layout,
                 "example_prompt": fmt.text(np.array([[0.25, 1.5], [0.27, 1.47]])),
-                "scaling": run_scaling(run_dir)}
+                "signed": signed, "scaling": scaling}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2))
         if merge:
             merged = model.merge_and_unload()

@@ -1,6 +1,7 @@
-"""What a run will cost, known before any model or data is loaded.
+"""What a run will cost, known before any model is loaded.
 
-:func:`plan_run` reads only the config and the data file's *shape* (HDF5 metadata), and
+:func:`predict_cost` reads the config and the data file (every value checked, so bad data
+fails before anything is reserved; the synthetic data only by its shape), and
 bounds every token count from above (each number written with ``eval.max_int_digits``
 integer digits), so the prediction the ledger reserves is never below what the run meters.
 Shared by the task (admission, ``budget.dry_run``) and the sweeper (admission before launch).
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from lora_forecast.data.splits import SystemSplit, split_systems
 from lora_forecast.data.windows import count_windows
 from lora_forecast.errors import ConfigError
 from lora_forecast.flops import Architecture, count_flops, resolve_lora_targets
-from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenLayoutError
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenLayoutError, TokenTable
 
 QWEN2_5_0_5B_IDS = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B")
 Counter = Callable[..., float]  # flops_counter's count(mode, context_tokens, **kw)
@@ -51,21 +52,39 @@ def lora_targets(settings: Settings, arch: Architecture | None = None) -> tuple[
                                 settings.lora.target_modules)
 
 
+def with_signed(settings: Settings, signed: bool) -> Settings:
+    """``settings`` with ``data.signed`` resolved to ``signed`` (``auto`` decided from the data,
+    :func:`lora_forecast.data.scaling.text_signed`): what the token counts, the numeric head's
+    rows and so every FLOPs figure read. The recorded config keeps what the user wrote."""
+    return replace(settings, data=replace(settings.data, signed=bool(signed)))
+
+
 def token_format(settings: Settings) -> LLMTimeFormat:
     """The run's LLMTIME format with a unit scale (token counts do not depend on alpha), from
-    the model's own tokenizer: no weights are loaded.
+    the model's own tokenizer: no weights are loaded. '-' is in its alphabet when
+    ``data.signed`` is true (resolve ``auto`` first, :func:`with_signed`; unresolved it counts
+    as today's non-negative alphabet).
 
     Raises:
-        ConfigError: the tokenizer cannot write one token per LLMTIME symbol.
+        ConfigError: the tokenizer cannot write one token per LLMTIME symbol (its '-' among
+            them, for signed data).
         ModelLoadError: the tokenizer cannot be found.
     """
     from lora_forecast.models.tokenizer import load_tokenizer
 
-    codec = LLMTimeCodec(1.0, settings.data.decimals, settings.data.number_format)
+    data, name = settings.data, settings.model.name_or_path
+    codec = LLMTimeCodec(1.0, data.decimals, data.number_format)
+    tokenizer = load_tokenizer(settings.model)
     try:
-        return LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model))
+        table = TokenTable.from_tokenizer(tokenizer)
     except TokenLayoutError as exc:
-        raise ConfigError(f"model.name_or_path: {settings.model.name_or_path}: {exc}") from None
+        raise ConfigError(f"model.name_or_path: {name}: {exc}") from None
+    try:
+        return LLMTimeFormat(codec, table, tokenizer, signed=data.signed is True)
+    except TokenLayoutError as exc:  # the series hold negatives (or data.signed=true)
+        raise ConfigError(f"data.signed: {name}: {exc} (shift the series above 0 with "
+                          "data.scaling=per_series data.scale_offset=0.1, or pick another "
+                          "model)") from None
 
 
 def data_shape(settings: Settings) -> tuple[int, int, int]:
@@ -77,17 +96,21 @@ def data_shape(settings: Settings) -> tuple[int, int, int]:
 
 
 def series_lengths(settings: Settings) -> tuple[np.ndarray, int, bool]:
-    """Steps of every series, the variables, and whether any value is negative (a '-' sign
-    to count): HDF5 and synthetic data from metadata; a table is read (and validated) here,
-    so a bad table fails before anything is reserved, and ragged lengths are known exactly."""
+    """Steps of every series, the variables, and whether the alphabet carries '-' (``data.signed``
+    resolved, :func:`lora_forecast.data.scaling.text_signed`, as the run resolves it). A file
+    (table or HDF5) is read and every value validated here, so bad data (NaN, inf, a negative
+    value of data declared non-negative) fails before anything is reserved, and ragged lengths
+    are known exactly; the synthetic data (Lotka-Volterra populations) from its shape."""
     data = settings.data
-    if data.source == "synthetic" or Path(data.path).suffix.lower() in (".h5", ".hdf5"):
+    if data.source == "synthetic":
         n_systems, n_steps, n_vars = data_shape(settings)
-        return np.full(n_systems, n_steps, dtype=np.int64), n_vars, False
+        return np.full(n_systems, n_steps, dtype=np.int64), n_vars, data.signed is True
+    from lora_forecast.data.scaling import text_signed
     from lora_forecast.data.sources import read_series
 
     series = read_series(data.path, data)
-    return series.lengths, series.n_vars, any(bool((v < 0).any()) for v in series.values)
+    signed = text_signed(data.signed, data.scaling, data.scale_offset, series.values)
+    return series.lengths, series.n_vars, signed
 
 
 def eval_series_count(settings: Settings, lengths: np.ndarray) -> int:
@@ -181,11 +204,11 @@ def run_shape(settings: Settings,
     """Bound the run's token counts from the config and the data file's shape (``series``:
     :func:`series_lengths`, when the caller already has it)."""
     lengths, n_vars, signed = series or series_lengths(settings)
+    settings = with_signed(settings, signed)
     split = settings.data.split
     systems = split_systems(len(lengths), split.train, split.val, split.test, split.seed)
     fmt = token_format(settings)
-    per_step = fmt.max_tokens_per_step(n_vars, settings.eval.max_int_digits)
-    per_step += n_vars if signed else 0  # one '-' per number of a series with negatives
+    per_step = fmt.max_tokens_per_step(n_vars, settings.eval.max_int_digits)  # '-'s if signed
     series_tokens = lengths * per_step - 1  # [S] upper bounds, one per (ragged) series
     context = settings.data.context_tokens
     n_val = count_windows([int(n) for n in series_tokens[systems.val]], context, context)
@@ -205,7 +228,7 @@ def run_shape(settings: Settings,
         n_val_forecast_systems=min(settings.train.eval_forecast_systems, val_long_enough),
         n_test_systems=n_test,
         prompt_tokens=settings.eval.context_steps * per_step,
-        horizon_tokens=_generation_cap(settings, fmt, n_vars),  # the grammar has no '-'
+        horizon_tokens=_generation_cap(settings, fmt, n_vars),
     )
 
 
@@ -327,6 +350,7 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     """
     series = series_lengths(settings)
     check_fits_data(settings, series[0])
+    settings = with_signed(settings, series[2])  # the head's rows and tokens count the '-'
     if settings.task == "baselines":
         return CostPrediction(0.0, 0.0, 0.0, settings.budget.accounting, 0.0, 0.0)
     arch = arch or architecture_for(settings.model)

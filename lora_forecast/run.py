@@ -38,7 +38,7 @@ from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
 from lora_forecast.models.tokenizer import load_tokenizer
-from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost
+from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost, with_signed
 from lora_forecast.results import write_json_atomic
 from lora_forecast.training.distributed import global_sum
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
@@ -76,7 +76,9 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     set_seed(settings.train.seed)  # every run of a config follows the same trajectory
     main = ctx.accelerator.is_main_process
     data = prepare_data(settings.data)
-    fmt = LLMTimeFormat.for_tokenizer(data.codec, load_tokenizer(settings.model))
+    settings = with_signed(settings, data.scaling.signed)  # as the planner resolved data.signed
+    fmt = LLMTimeFormat.for_tokenizer(data.codec, load_tokenizer(settings.model),
+                                      signed=data.scaling.signed)
     if main:
         data.split.save(run_dir / "split.json", ids=data.series.ids)
         write_json_atomic(run_dir / SCALING_FILE, data.scaling.to_dict())

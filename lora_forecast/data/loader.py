@@ -91,27 +91,39 @@ def read_shape(path: str | Path) -> tuple[int, int, int]:
     return int(n_systems), int(n_steps), int(n_vars)
 
 
-def _check_values(path: str | Path, trajectories: np.ndarray, time: np.ndarray) -> None:
+def _where(index: np.ndarray) -> str:
+    """``system s, step t, variable v`` of a trajectories index (``step t`` of a time index)."""
+    names = ("system", "step", "variable") if len(index) == 3 else ("step",)
+    return ", ".join(f"{name} {int(i)}" for name, i in zip(names, index, strict=True))
+
+
+def _check_values(path: str | Path, trajectories: np.ndarray, time: np.ndarray,
+                  non_negative: bool = True) -> None:
     for key, values in ((TRAJECTORIES_KEY, trajectories), (TIME_KEY, time)):
         if not np.isfinite(values).all():
-            raise _fail(path, f"key {key!r} holds NaN or inf values")
-    if (trajectories < 0).any():
-        system, step, var = np.argwhere(trajectories < 0)[0]
-        raise _fail(path, f"key {TRAJECTORIES_KEY!r} holds negative populations "
-                          f"(first at system {system}, step {step}, variable {var})")
+            first = np.argwhere(~np.isfinite(values))[0]
+            raise _fail(path, f"key {key!r} holds NaN or inf values (first: "
+                              f"{values[tuple(first)]} at {_where(first)})")
+    if non_negative and (trajectories < 0).any():
+        first = np.argwhere(trajectories < 0)[0]
+        raise _fail(path, f"key {TRAJECTORIES_KEY!r} holds negative populations (first at "
+                          f"{_where(first)}); data.signed=true admits signed series")
     if time.size > 1 and not (np.diff(time) > 0).all():
         raise _fail(path, f"key {TIME_KEY!r} must be strictly increasing")
 
 
-def load_trajectories(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def load_trajectories(path: str | Path,
+                      non_negative: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Load and validate a trajectories file.
 
     Args:
         path: HDF5 file with datasets ``trajectories`` [S, T, V] and ``time`` [T].
+        non_negative: refuse negative values (the SPEC file holds populations; False only
+            for series declared signed, ``data.signed=true``).
 
     Returns:
         ``(trajectories, time)``: float64 arrays of shape [S, T, V] and [T]. Populations are
-        finite and >= 0, time is finite and strictly increasing.
+        finite (and >= 0 when ``non_negative``), time is finite and strictly increasing.
 
     Raises:
         DataFormatError: one line naming the file and the key (missing file, not HDF5, missing
@@ -123,5 +135,5 @@ def load_trajectories(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         _check_shapes(path, traj_ds.shape, time_ds.shape)
         trajectories = np.asarray(traj_ds[()], dtype=np.float64)  # [S, T, V]
         time = np.asarray(time_ds[()], dtype=np.float64)  # [T]
-    _check_values(path, trajectories, time)
+    _check_values(path, trajectories, time, non_negative)
     return trajectories, time

@@ -11,7 +11,7 @@ import numpy as np
 
 from lora_forecast.config import DataConfig
 from lora_forecast.data.generator import ensure_synthetic
-from lora_forecast.data.scaling import Scaling, SeriesScale, fit_scaling
+from lora_forecast.data.scaling import Scaling, SeriesScale, fit_scaling, text_signed
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.data.splits import SystemSplit, split_systems
@@ -66,20 +66,22 @@ def read_data(cfg: DataConfig) -> SeriesSet:
 def prepare_data(cfg: DataConfig) -> PreparedData:
     """Read (or generate) the series, split by series, and fit the scaling.
 
-    ``alpha: auto`` is chosen from the training split only, so no test value leaks into it.
+    ``alpha: auto`` is chosen from the training split only, so no test value leaks into it;
+    ``data.signed`` is resolved here (:func:`text_signed`, as the planner resolves it).
     """
     series = read_data(cfg)
     split = split_systems(
         len(series), cfg.split.train, cfg.split.val, cfg.split.test, cfg.split.seed
     )
+    signed = text_signed(cfg.signed, cfg.scaling, cfg.scale_offset, series.values)
     scaling = fit_scaling(cfg.scaling, cfg.alpha, [series.values[i] for i in split.train],
-                          cfg.scale_quantile, cfg.scale_offset, series.variables)
+                          cfg.scale_quantile, cfg.scale_offset, series.variables, signed)
     lengths = series.lengths
     log.info(
-        "data: %d series x %s steps x %d variables; split %d/%d/%d; scaling %s (alpha %.4g)",
+        "data: %d series x %s steps x %d variables; split %d/%d/%d; scaling %s (alpha %.4g)%s",
         len(series), lengths[0] if (lengths == lengths[0]).all() else
         f"{lengths.min()}..{lengths.max()}", series.n_vars, len(split.train), len(split.val),
-        len(split.test), scaling.kind, scaling.alpha,
+        len(split.test), scaling.kind, scaling.alpha, "; signed ('-' in the text)" * signed,
     )  # fmt: skip
     codec = LLMTimeCodec(scaling.alpha, cfg.decimals, cfg.number_format)
     return PreparedData(series, split, scaling, codec)

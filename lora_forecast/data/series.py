@@ -93,7 +93,8 @@ def from_arrays(trajectories: np.ndarray, time: np.ndarray, source: str = "",
                      tuple(np.asarray(time) for _ in range(len(traj))), tuple(names), source)
 
 
-def read_hdf5_series(path: str | Path) -> SeriesSet:
-    """Today's HDF5 layout (validated by :func:`load_trajectories`) as a :class:`SeriesSet`."""
-    trajectories, time = load_trajectories(path)
+def read_hdf5_series(path: str | Path, non_negative: bool = True) -> SeriesSet:
+    """Today's HDF5 layout (validated by :func:`load_trajectories`, negatives refused unless
+    ``non_negative`` is False) as a :class:`SeriesSet`."""
+    trajectories, time = load_trajectories(path, non_negative)
     return from_arrays(trajectories, time, str(path))

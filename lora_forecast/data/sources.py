@@ -19,14 +19,15 @@ def read_series(path: str | Path, cfg: DataConfig) -> SeriesSet:
 
     Args:
         path: the input file.
-        cfg: ``data.*`` settings (table columns, layout, missing-value policy).
+        cfg: ``data.*`` settings (table columns, layout, missing-value policy, and
+            ``data.signed``: whether negative values are admitted).
 
     Raises:
         DataFormatError: one line naming the file (and row, series or column).
     """
     suffix = Path(path).suffix.lower()
-    if suffix in HDF5_SUFFIXES:
-        return read_hdf5_series(path)
+    if suffix in HDF5_SUFFIXES:  # populations (SPEC): non-negative unless declared signed
+        return read_hdf5_series(path, non_negative=cfg.signed is not True)
     if suffix in TABLE_SUFFIXES:
         return read_table(path, cfg)
     raise DataFormatError(f"{path}: unsupported file type {suffix or '(none)'!r}; "

@@ -14,9 +14,11 @@ id and time column names they let forecasts continue the input's own time axis
 
 Every problem is one line naming the file and the row, series or column (rows are counted from
 1 over the data rows, the header not included): a configured column that is not in the file,
-non-numeric values, missing times, duplicate or unsorted timestamps, empty series, and missing
+non-numeric values, missing times, duplicate or unsorted timestamps, empty series, missing
 values (an error naming series, time and column, or filled linearly in time with
-``data.missing=interpolate``). The checks are ours because pandas accepts all of these silently.
+``data.missing=interpolate``), infinite values, and negative values of data declared
+non-negative (``data.signed=false``). The checks are ours because pandas accepts all of
+these silently.
 """
 
 from __future__ import annotations
@@ -201,6 +203,21 @@ def _fill_missing(path: Path, cfg: DataConfig, series_id: str, rows: pd.DataFram
     return filled.to_numpy(np.float64)
 
 
+def _check_values(path: Path, cfg: DataConfig, series_id: str, rows: pd.DataFrame,
+                  values: np.ndarray, variables: list[str]) -> None:
+    """Refuse an infinite value, and a negative one where ``data.signed=false`` declares the
+    data non-negative (pandas reads ``inf`` and ``-1e400`` as numbers)."""
+    bad = ~np.isfinite(values)
+    what = "is not finite"
+    if not bad.any() and cfg.signed is False:
+        bad, what = values < 0, "is negative (data.signed=false declares the data non-negative)"
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise _fail(path, f"row {rows[_ROW].iloc[i]}: series {series_id}, time "
+                          f"{rows[cfg.time_column].iloc[i]}, column {variables[j]!r}: value "
+                          f"{values[i, j]:g} {what}")
+
+
 def read_table(path: str | Path, cfg: DataConfig) -> SeriesSet:
     """Read and validate a CSV/Parquet table of series.
 
@@ -222,6 +239,7 @@ def read_table(path: str | Path, cfg: DataConfig) -> SeriesSet:
         rows = rows.reset_index(drop=True)
         _check_time(path, series_id, rows[cfg.time_column], rows[_ROW])
         values.append(_fill_missing(path, cfg, series_id, rows, variables))
+        _check_values(path, cfg, series_id, rows, values[-1], variables)
         times.append(rows[cfg.time_column].to_numpy())
         ids.append(series_id)
     if len(set(ids)) != len(ids):  # e.g. ids 1 and "1" in one column

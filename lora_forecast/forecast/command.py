@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from lora_forecast.config import Settings
-from lora_forecast.data.scaling import Scaling, fit_scaling
+from lora_forecast.data.scaling import (
+    Scaling,
+    first_negative,
+    fit_scaling,
+    shifts_positive,
+    text_signed,
+)
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.data.timeaxis import STEP, FutureAxis, future_axis
@@ -90,16 +96,45 @@ def _contexts(series: SeriesSet, context_steps: int) -> list[np.ndarray]:
     return [v[-context_steps:] for v in series.values]
 
 
-def predict_forecast_flops(settings: Settings, contexts: list[np.ndarray], horizon: int,
-                           signed: bool) -> float:
+def _alphabet(settings: Settings, job: ForecastJob, scaling: Scaling, series: SeriesSet,
+              contexts: list[np.ndarray]) -> Scaling:
+    """``scaling`` with the alphabet the prompts are written in: a run's own (its scaling.json),
+    or, with no run, ``data.signed`` resolved from the contexts.
+
+    A run trained without '-' cannot read or write one: its grammar would clip every forecast
+    at 0 and its numeric head has no row for the sign, so an input it would have to write with
+    a '-' is refused rather than forecast wrongly.
+
+    Raises:
+        DataFormatError: one line naming the input's series, time and variable.
+    """
+    from dataclasses import replace
+
+    if job.run is None:
+        data = settings.data
+        return replace(scaling, signed=text_signed(data.signed, scaling.kind, scaling.offset,
+                                                   contexts))
+    first = None if shifts_positive(scaling.kind, scaling.offset) else first_negative(contexts)
+    if scaling.signed or first is None:
+        return scaling
+    i, step, var = first
+    at = len(series.values[i]) - len(contexts[i]) + step
+    raise DataFormatError(
+        f"input: {job.input}: series {series.ids[i]}, time {series.times[i][at]}, variable "
+        f"{series.variables[var]!r}: value {contexts[i][step, var]:g} is negative, but run "
+        f"{job.run} was trained on non-negative text (no '-' in its alphabet); retrain with "
+        "data.signed=true")
+
+
+def predict_forecast_flops(settings: Settings, contexts: list[np.ndarray], horizon: int) -> float:
     """Upper bound of the forecast's FLOPs: per series one prefill of its prompt, then each of
-    ``eval.num_samples`` samples decodes the horizon (the run's own forecasting rule)."""
+    ``eval.num_samples`` samples decodes the horizon (the run's own forecasting rule). A '-'
+    per number is counted when ``data.signed`` (resolved) is true."""
     from lora_forecast.planning import ROUNDING_MARGIN, flops_counter, token_format
 
     count = flops_counter(settings)
     n_vars = contexts[0].shape[1]
     per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
-    per_step += n_vars if signed else 0  # one '-' per number
     total = 0.0
     for c in contexts:
         prompt = len(c) * per_step
@@ -119,6 +154,7 @@ def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any
     from lora_forecast.budget.guard import admit
     from lora_forecast.budget.ledger import Ledger
     from lora_forecast.budget.meter import FlopsMeter
+    from lora_forecast.planning import with_signed
     from lora_forecast.results import config_digest
 
     out = Path(job.out)
@@ -128,8 +164,9 @@ def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any
     scaling = _scaling(settings, job.run, series)
     series = check_variables(series, scaling.variables, job.input)
     contexts = _contexts(series, settings.eval.context_steps)
-    signed = any(bool((c < 0).any()) for c in contexts)
-    predicted = predict_forecast_flops(settings, contexts, job.horizon, signed)
+    scaling = _alphabet(settings, job, scaling, series, contexts)
+    settings = with_signed(settings, scaling.signed)
+    predicted = predict_forecast_flops(settings, contexts, job.horizon)
     log.info("forecast: %d series, horizon %d, predicted %.3e FLOPs", len(series), job.horizon,
              predicted)
     budget = settings.budget
@@ -158,7 +195,7 @@ def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
 
     model = load_run_model(settings, job.run)
     codec = LLMTimeCodec(scaling.alpha, settings.data.decimals, settings.data.number_format)
-    fmt = LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model))
+    fmt = LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model), scaling.signed)
     fc = forecast_scaled(_with_horizon(settings, job.horizon), model, fmt, scaling.text_scale,
                          contexts, progress=True)
     meter.add(_forecast_cost(settings, fc, None), "forecasting")

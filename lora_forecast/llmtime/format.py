@@ -15,13 +15,14 @@ import numpy as np
 
 from lora_forecast.llmtime.codec import (
     DIGITS,
+    MINUS,
     STEP_SEP,
     VARIABLE_SEP,
     ForecastParseError,
     LLMTimeCodec,
 )
 from lora_forecast.llmtime.grammar import LLMTimeGrammar
-from lora_forecast.llmtime.tokens import TokenTable, written_text
+from lora_forecast.llmtime.tokens import TokenLayoutError, TokenTable, written_text
 
 Series = tuple[np.ndarray, np.ndarray]  # (token ids [n], step starts [n_steps])
 
@@ -29,6 +30,11 @@ Series = tuple[np.ndarray, np.ndarray]  # (token ids [n], step starts [n_steps])
 @dataclass(frozen=True)
 class LLMTimeFormat:
     """A codec and a token table: ``values [T, V] <-> token ids``.
+
+    ``signed`` chooses the alphabet: without it (non-negative series, the default) a forecast
+    is written with the digits, '.', ',' and ';' only, exactly as before signed series existed;
+    with it '-' may open every number, and the numeric head, the grammar and the token bounds
+    all count it.
 
     Example:
         >>> from lora_forecast.models.tokenizer import qwen_tokenizer
@@ -40,11 +46,19 @@ class LLMTimeFormat:
     codec: LLMTimeCodec
     tokens: TokenTable
     tokenizer: Any = field(default=None, compare=False, repr=False)  # for free-decoding text
+    signed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.signed and MINUS not in self.tokens.ids:
+            raise TokenLayoutError(f"'-' is not one token in the tokenizer's {self.tokens.layout} "
+                                   "layout, so negative values cannot be written")
 
     @classmethod
-    def for_tokenizer(cls, codec: LLMTimeCodec, tokenizer: Any) -> LLMTimeFormat:
-        """Bind ``codec`` to the cheapest one-token-per-symbol layout of ``tokenizer``."""
-        return cls(codec, TokenTable.from_tokenizer(tokenizer), tokenizer)
+    def for_tokenizer(cls, codec: LLMTimeCodec, tokenizer: Any,
+                      signed: bool = False) -> LLMTimeFormat:
+        """Bind ``codec`` to the cheapest one-token-per-symbol layout of ``tokenizer``
+        (``signed``: with '-' in the alphabet; raises TokenLayoutError if it is not one token)."""
+        return cls(codec, TokenTable.from_tokenizer(tokenizer), tokenizer, signed)
 
     @property
     def decimals(self) -> int:
@@ -52,9 +66,9 @@ class LLMTimeFormat:
 
     @property
     def symbols(self) -> str:
-        """The symbols a non-negative series of this number format is written with."""
+        """The symbols a series of this number format is written with ('-' last, if signed)."""
         point = "." if self.codec.written_decimals else ""
-        return DIGITS + point + VARIABLE_SEP + STEP_SEP
+        return DIGITS + point + VARIABLE_SEP + STEP_SEP + (MINUS if self.signed else "")
 
     def head_ids(self, *, include_eos: bool = False) -> tuple[int, ...]:
         """Rows of the numeric head: the format's symbols (+ joiner), optionally EOS."""
@@ -81,12 +95,14 @@ class LLMTimeFormat:
         """The constrained-decoding grammar of ``horizon_steps`` steps of ``n_vars`` numbers,
         each with at most ``max_int_digits`` integer digits in scaled units."""
         int_digits, frac_digits = self.codec.max_digits(max_int_digits)
-        return LLMTimeGrammar(n_vars, frac_digits, horizon_steps, int_digits, self.tokens)
+        return LLMTimeGrammar(n_vars, frac_digits, horizon_steps, int_digits, self.tokens,
+                              signed=self.signed)
 
     def max_tokens_per_step(self, n_vars: int, max_int_digits: int) -> int:
         """Most tokens one time step can take (its ',' / ';' separators included): the bound
         the FLOPs prediction uses, so the reservation is never below what a run meters."""
-        per_number = self.tokens.number_tokens(*self.codec.max_digits(max_int_digits))
+        per_number = self.tokens.number_tokens(*self.codec.max_digits(max_int_digits),
+                                               signed=self.signed)
         return n_vars * (per_number + 1)
 
     def decode_ids(self, ids: list[int]) -> str:

@@ -3,7 +3,8 @@
 A forecast of ``horizon_steps`` steps with ``n_vars`` variables and ``decimals`` decimals is
 
     number (',' number){n_vars - 1}  (';' number (',' number){n_vars - 1}){horizon_steps - 1}
-    number = digit{1..max_int_digits} ('.' digit{decimals})?   ('.' part iff decimals > 0)
+    number = '-'? digit{1..max_int_digits} ('.' digit{decimals})?   ('.' part iff decimals > 0;
+                                                                  '-' only when signed)
 
 e.g. ``"0.25,1.50;0.27,1.47"`` (2 steps, 2 variables, 2 decimals). Every symbol is one token of
 the tokenizer (:class:`lora_forecast.llmtime.tokens.TokenTable`); in the ``digit_spaced``
@@ -11,8 +12,10 @@ layout a joiner token stands between consecutive digits, and the grammar require
 There is no trailing ';': the sequence is complete right after the last fraction digit of the
 last variable of the last step. Leading zeros are allowed ("007"); a lone "0" is allowed.
 
-Negative numbers are NOT allowed: the populations we forecast are non-negative, and forbidding
-'-' removes a whole class of nonsense forecasts. (Prompts may still contain '-'.)
+Negative numbers are allowed only in a signed grammar (``signed=True``, the run's alphabet has
+'-': its series hold negative values, see ``data.signed``), and there only as the first token of
+a number: never after a digit, the point or another '-'. Unsigned (the default, non-negative
+data such as populations), forbidding '-' removes a whole class of nonsense forecasts.
 
 With ``decimals == 0`` (integers, also the ``digits`` number format) the end of the last
 number is ambiguous ("1" or "12"?), so there the grammar also allows EOS after each digit of
@@ -27,7 +30,7 @@ from typing import NamedTuple
 import torch
 from transformers import LogitsProcessor
 
-from lora_forecast.llmtime.codec import DIGITS, POINT, STEP_SEP, VARIABLE_SEP
+from lora_forecast.llmtime.codec import DIGITS, MINUS, POINT, STEP_SEP, VARIABLE_SEP
 from lora_forecast.llmtime.tokens import TokenTable
 
 INT, FRAC, DONE = 0, 1, 2  # phases of GrammarState
@@ -35,7 +38,7 @@ INT, FRAC, DONE = 0, 1, 2  # phases of GrammarState
 
 class GrammarState(NamedTuple):
     """Position in the forecast: time step, variable, phase (INT/FRAC/DONE), digits in phase,
-    and whether a joiner was just written (a digit must follow)."""
+    and whether a digit must come next (a joiner or a number's '-' was just written)."""
 
     step: int = 0
     var: int = 0
@@ -54,10 +57,11 @@ class LLMTimeGrammar:
         max_int_digits: most digits before the '.' (at least one is required).
         tokens: the tokenizer's symbol ids, joiner and end tokens; EOS is the only token
             allowed once the sequence is complete, EOS and pad are accepted after it.
+        signed: allow '-' as the first token of every number (``tokens`` must have it).
     """
 
     def __init__(self, n_vars: int, decimals: int, horizon_steps: int, max_int_digits: int,
-                 tokens: TokenTable) -> None:
+                 tokens: TokenTable, signed: bool = False) -> None:
         for name, value, low in (("n_vars", n_vars, 1), ("decimals", decimals, 0),
                                  ("horizon_steps", horizon_steps, 1),
                                  ("max_int_digits", max_int_digits, 1)):
@@ -69,6 +73,7 @@ class LLMTimeGrammar:
         self.digits = tuple(tokens.ids[d] for d in DIGITS)
         self.dot, self.joiner = tokens.ids[POINT], tokens.joiner
         self.comma, self.semicolon = tokens.ids[VARIABLE_SEP], tokens.ids[STEP_SEP]
+        self.minus = tokens.ids[MINUS] if signed else None
         self.eos_id = tokens.eos_id
         self.end_ids = frozenset((tokens.eos_id, tokens.pad_id))
         self._allowed_cache: dict[GrammarState, tuple[int, ...]] = {}
@@ -81,7 +86,8 @@ class LLMTimeGrammar:
     def max_length(self) -> int:
         """Most tokens one complete sequence can take (EOS included when decimals == 0)."""
         numbers = self.horizon_steps * self.n_vars
-        per_number = self.tokens.number_tokens(self.max_int_digits, self.decimals)
+        per_number = self.tokens.number_tokens(self.max_int_digits, self.decimals,
+                                               signed=self.minus is not None)
         return numbers * per_number + (numbers - 1) + (0 if self.decimals else 1)
 
     def is_done(self, state: GrammarState) -> bool:
@@ -109,6 +115,8 @@ class LLMTimeGrammar:
         digits = (self.joiner,) if self.joiner is not None and state.count else self.digits
         if state.phase == INT:
             out = list(digits) if state.count < self.max_int_digits else []
+            if state.count == 0 and self.minus is not None:  # a number may open with '-'
+                out.append(self.minus)
             if state.count >= 1 and self.decimals:
                 out.append(self.dot)
             elif state.count >= 1:  # integer-only numbers end after any digit
@@ -126,7 +134,7 @@ class LLMTimeGrammar:
             raise ValueError(f"token {token} after a complete forecast (only EOS/pad allowed)")
         if token not in self.allowed(state):
             raise ValueError(f"token {token} not allowed in state {state}")
-        if token == self.joiner:
+        if token in (self.joiner, self.minus):  # a digit must follow either (None: absent)
             return state._replace(joined=True)
         if token == self.dot:
             return GrammarState(state.step, state.var, FRAC, 0)

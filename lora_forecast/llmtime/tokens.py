@@ -17,6 +17,12 @@ pair that non-negative series produce tokenises to exactly the concatenation of 
 tokens (ignoring a SentencePiece dummy-prefix token at the start). Text is never tokenised
 with ``tokenizer(text)`` at run time: ids are mapped symbol by symbol (byte-level BPE may merge
 the rare pairs ``,-`` and ``;-`` of negative values, which would shift the alignment).
+
+Signed series: the '-' is one token of its own whatever precedes it. Qwen2.5's and Gemma's
+tokenizers read ``;-`` and ``,-`` of natural text as single tokens (Qwen: ``;-`` 54433, ``,-``
+4999), so ``tokenizer(";-1.2")`` gives ``[54433, 16, 13, 17]``; the series text is
+``[26, 12, 16, 13, 17]`` (';', '-', '1', '.', '2'), so a number opens with the same '-' token
+wherever it stands and a time step still starts right after its ';' token.
 """
 
 from __future__ import annotations
@@ -165,11 +171,12 @@ class TokenTable:
         starts = np.concatenate([[0], after[after < len(ids)]]) if len(ids) else after
         return starts.astype(np.int64)
 
-    def number_tokens(self, int_digits: int, frac_digits: int) -> int:
-        """Most tokens of one unsigned number: digits, the point, and joiners between digits."""
+    def number_tokens(self, int_digits: int, frac_digits: int, signed: bool = False) -> int:
+        """Most tokens of one number: digits, the point, joiners between digits, and the '-'
+        that may open it when ``signed`` (never a joiner after the '-': it is not a digit)."""
         digits = int_digits + frac_digits
         joiners = 0 if self.joiner is None else max(0, int_digits - 1) + max(0, frac_digits - 1)
-        return digits + (1 if frac_digits else 0) + joiners
+        return digits + (1 if frac_digits else 0) + joiners + (1 if signed else 0)
 
 
 def _try_layout(tokenizer: Any, layout: str, eos: int,

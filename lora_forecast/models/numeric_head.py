@@ -1,7 +1,8 @@
 """The numeric head: logits over the LLMTIME alphabet only, never over the 151936-row vocabulary.
 
 An LLMTIME target is always one of a few tokens (``LLMTimeFormat.head_ids``: the digits, '.',
-',', ';', plus a joiner in the digit_spaced layout; 13 for Qwen), so training only needs
+',', ';', plus a joiner in the digit_spaced layout, and '-' for signed series; 13 for Qwen,
+14 signed), so training only needs
 the output distribution *renormalised over that set*. We run the decoder backbone once (LoRA
 layers live inside it) and multiply the final hidden states by the 13 allowed rows of the tied
 ``lm_head`` weight (plus their bias entries):
