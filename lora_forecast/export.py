@@ -105,6 +105,9 @@ def _save_bias(bias, folder: Path) -> None:
 def main(cfg: DictConfig) -> None:
     """Hydra entry of the export command."""
     restore_user_error_setting()
+    from lora_forecast.quiet import quiet_third_party
+
+    quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
     try:
         path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
     except (LoraForecastError, OmegaConfBaseException) as exc:  # e.g. run= not given

@@ -3,7 +3,8 @@
 Our own deprecated calls are fixed where they are made (e.g. the KV cache is passed under
 transformers' current name, :data:`lora_forecast.forecasting.decoding.CACHE_ARG`). What is left
 comes from inside libraries, and is handled here, once, by the entry point (every run and every
-sweep trial, in-process or in a launcher's worker, goes through it). Each entry says why.
+sweep trial, in-process or in a launcher's worker, goes through it; the forecast and export
+commands call it too, as they wrap models with PEFT the same way). Each entry says why.
 """
 
 from __future__ import annotations

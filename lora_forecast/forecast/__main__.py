@@ -60,6 +60,9 @@ def main(cfg: DictConfig) -> None:
     restore_user_error_setting()
     logging.getLogger().setLevel(logging.INFO)
     from lora_forecast.forecast.command import ForecastJob, run_forecast_job
+    from lora_forecast.quiet import quiet_third_party
+
+    quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
 
     try:
         job = ForecastJob(cfg.run, str(cfg.input), int(cfg.horizon), str(cfg.out),
