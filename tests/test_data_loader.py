@@ -62,9 +62,12 @@ BAD_FILES = [
 ]
 
 BAD_VALUES = [
-    ("traj-nan", with_value("trajectories", (1, 2, 0), np.nan), "trajectories", "NaN or inf"),
-    ("traj-inf", with_value("trajectories", (0, 0, 1), np.inf), "trajectories", "NaN or inf"),
-    ("time-nan", with_value("time", (3,), np.nan), "time", "NaN or inf"),
+    ("traj-nan", with_value("trajectories", (1, 2, 0), np.nan), "trajectories",
+     "NaN or inf values (first: nan at system 1, step 2, variable 0)"),
+    ("traj-inf", with_value("trajectories", (0, 0, 1), np.inf), "trajectories",
+     "NaN or inf values (first: inf at system 0, step 0, variable 1)"),
+    ("time-nan", with_value("time", (3,), np.nan), "time", "NaN or inf values (first: nan at "
+                                                           "step 3)"),
     ("negative", with_value("trajectories", (2, 3, 1), -0.5), "trajectories",
      "negative populations (first at system 2, step 3, variable 1)"),
     ("time-not-increasing", with_value("time", (3,), 0.0), "time", "strictly increasing"),
@@ -94,6 +97,45 @@ def test_read_shape_validates_keys_and_ranks(
     path = write_h5(tmp_path / f"{case}.h5", **datasets)
     with pytest.raises(DataFormatError, match=f"'{key}'"):
         read_shape(path)
+
+
+# Values only the full read sees; with the 12 cases above, none may reserve anything.
+BAD_VALUES_TOO = [
+    ("traj-minus-inf", with_value("trajectories", (3, 5, 0), -np.inf), "trajectories",
+     "NaN or inf values (first: -inf at system 3, step 5, variable 0)"),
+    ("negative-first", with_value("trajectories", (0, 0, 0), -1e-6), "trajectories",
+     "negative populations (first at system 0, step 0, variable 0)"),
+]
+
+
+@pytest.mark.parametrize(("case", "datasets", "key", "fragment"),
+                         BAD_FILES + BAD_VALUES + BAD_VALUES_TOO,
+                         ids=[c[0] for c in BAD_FILES + BAD_VALUES + BAD_VALUES_TOO])
+def test_bad_file_reserves_nothing(compose_cfg, tmp_path: Path, capsys, case: str,
+                                   datasets: dict, key: str, fragment: str) -> None:
+    """Every bad HDF5 file (shape AND values: NaN, inf, negative populations) is refused by the
+    pre-admission pass, as a bad table is: one line naming file and key (for values: system,
+    step and variable), exit 1, no ledger row, no run folder."""
+    from lora_forecast.task import run_task
+
+    path = write_h5(tmp_path / f"{case}.h5", **datasets)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(SystemExit) as exited:
+        run_task(compose_cfg("data.source=file", f"data.path={path}"), run_dir)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"error: {path}: ") and f"'{key}'" in err[0] and fragment in err[0]
+    assert not (tmp_path / "outputs" / "ledger.sqlite").exists()  # no ledger, so no row
+    assert not run_dir.exists() or list(run_dir.iterdir()) == []
+    assert not (tmp_path / "outputs" / "runs").exists()
+
+
+def test_signed_file_is_admitted_when_declared(tmp_path: Path) -> None:
+    arrays = with_value("trajectories", (2, 3, 1), -0.5)
+    path = write_h5(tmp_path / "signed.h5", **arrays)
+    trajectories, _ = load_trajectories(path, non_negative=False)
+    assert trajectories[2, 3, 1] == -0.5
 
 
 def test_read_shape_does_not_inspect_values(tmp_path: Path) -> None:
