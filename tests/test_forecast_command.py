@@ -262,6 +262,11 @@ BAD_INPUTS = [
      "variables (prey, wolf, hare) do not match the run's (var0, var1)"),
     ("unsorted", "series_id,time,var0,var1\na,1,1,2\na,0,1,2\n", (), "unsorted"),
     ("budget", "series_id,time,var0,var1\na,0,1,2\n", ("budget.max_flops=1",), "budget:"),
+    # the run trained on non-negative text: no '-' to read or write (issue #19)
+    ("negative", "series_id,time,var0,var1\na,0,1,2\na,1,-1.5,2\n", (),
+     "series a, time 1, variable 'var0': value -1.5 is negative, but run"),
+    ("inf", "series_id,time,var0,var1\na,0,1,2\na,1,1,inf\n", (),
+     "row 2: series a, time 1, column 'var1': value inf is not finite"),
 ]
 
 
@@ -301,3 +306,26 @@ def test_command_line_errors_are_one_line_exit_1(tmp_path: Path, args, fragment)
     assert not (tmp_path / "outputs" / "forecasts").exists()
     assert not (tmp_path / "outputs" / "ledger.sqlite").exists()
     assert REPO.is_dir()
+
+
+def test_forecast_and_export_commands_print_no_warning(trained: Path, tmp_path: Path) -> None:
+    """Like training (tests/test_quiet.py): no FutureWarning from peft/transformers, no
+    deprecation line, on either command's stderr or stdout."""
+    ids, values, time = _test_series(trained)
+    source = _input_csv(tmp_path / "new.csv", ids, values[:, :8], time[:8])
+    env = subprocess_env()
+    env.pop("PYTHONWARNINGS", None)
+    commands = [
+        ["lora_forecast.forecast", f"run={trained}", f"input={source}", "horizon=2",
+         f"out={tmp_path / 'fc'}"],
+        ["lora_forecast.export", f"run={trained}", f"out={tmp_path / 'export'}"],
+    ]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        noisy = [line for line in (done.stderr + done.stdout).splitlines()
+                 if "Warning" in line or "deprecated" in line.lower()]
+        assert noisy == [], (command[0], noisy)
+    assert (tmp_path / "fc" / "forecasts.csv").is_file()
+    assert (tmp_path / "export" / "adapter" / "adapter_config.json").is_file()
