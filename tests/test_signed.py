@@ -279,6 +279,9 @@ def test_series_crossing_zero_train_and_forecast_with_the_numeric_head(compose_c
     assert results["train"] is not None and results["metrics"]["parse_failures"] == 0
     assert json.loads((run_dir / "scaling.json").read_text())["signed"] is True
     assert 0 < results["flops"]["spent"] <= results["flops"]["predicted"]
+    scored = pd.read_csv(run_dir / "forecasts.csv")  # the run's test forecasts beside truth
+    assert scored[[f"v{j}_forecast" for j in range(3)]].notna().all().all()  # all parsed
+    assert (scored[[f"v{j}_truth" for j in range(3)]] < 0).any().any()
 
     newcomer = frame[frame.series_id.isin(["s00", "s01"])].groupby("series_id").head(12)
     assert (newcomer[["v0", "v1", "v2"]] < 0).any().any()

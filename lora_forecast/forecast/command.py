@@ -108,8 +108,6 @@ def _alphabet(settings: Settings, job: ForecastJob, scaling: Scaling, series: Se
     Raises:
         DataFormatError: one line naming the input's series, time and variable.
     """
-    from dataclasses import replace
-
     if job.run is None:
         data = settings.data
         return replace(scaling, signed=text_signed(data.signed, scaling.kind, scaling.offset,
