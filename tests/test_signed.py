@@ -293,3 +293,7 @@ def test_series_crossing_zero_train_and_forecast_with_the_numeric_head(compose_c
     summary = json.loads((out / "forecast.json").read_text())
     assert summary["parse_failures"] == 0 and summary["series"] == 2
     assert 0 < summary["flops"]["spent"] <= summary["flops"]["predicted"]
+    # no run: the untrained base model, data.signed resolved from the input's contexts
+    base = ForecastJob(None, str(source), 3, str(tmp_path / "fc_base"), plot_series=0)
+    out = run_forecast_job(base, to_settings(cfg), {"base": True})
+    assert json.loads((out / "forecast.json").read_text())["parse_failures"] == 0
