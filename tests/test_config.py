@@ -67,6 +67,8 @@ def test_every_experiment_composes_and_validates(compose_cfg, experiment: str) -
         ("data.decimals=7", "data.decimals"),
         ("data.alpha=-2", "data.alpha"),
         ("data.alpha=big", "data.alpha"),
+        ("data.signed=yes", "data.signed"),
+        ("data.signed=1", "data.signed"),
         ("data.split.train=0.9", "data.split"),
         ("eval.horizon_steps=0", "eval.horizon_steps"),
         ("eval.context_steps=0", "eval.context_steps"),
