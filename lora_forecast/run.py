@@ -22,14 +22,19 @@ from accelerate.utils import set_seed
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.scaling import SeriesScale
-from lora_forecast.evaluation.metrics import score_forecasts
 from lora_forecast.evaluation.plots import (
     ForecastPanels,
     metrics_title,
     plot_error_per_step,
     plot_forecasts,
 )
-from lora_forecast.evaluation.protocol import SeriesWindows, cut_series_windows, score_baselines
+from lora_forecast.evaluation.protocol import (
+    SeriesWindows,
+    cut_series_windows,
+    score_baselines,
+    score_predicted,
+)
+from lora_forecast.evaluation.scoring import Predicted
 from lora_forecast.forecast.runs import SCALING_FILE
 from lora_forecast.forecasting import forecast
 from lora_forecast.llmtime import LLMTimeFormat
@@ -101,7 +106,7 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     if fc is None:
         payload["end_reason"] = "stopped_budget"
         return payload
-    payload["metrics"] = _score(settings, window.truth, fc)
+    payload["metrics"] = _score(settings, window, fc)
     if main:
         _plots(run_dir, window, fc, payload, settings, data.series.variables)
     return payload
@@ -118,15 +123,17 @@ def _baselines(settings: Settings, window: SeriesWindows) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def _score(settings: Settings, truth: np.ndarray, fc: Any) -> dict[str, Any]:
-    """Metrics in original units; intervals and CRPS only when sampling makes them mean it."""
+def _score(settings: Settings, window: SeriesWindows, fc: Any) -> dict[str, Any]:
+    """Metrics in original units, scale-free ones and ratios to seasonal naive; intervals,
+    WQL and CRPS only when sampling makes them mean it."""
     sampled = settings.eval.num_samples > 1
-    metrics = score_forecasts(
-        truth, fc.point, parsed_systems=fc.parsed.any(axis=1),
-        lower=fc.lower if sampled else None, upper=fc.upper if sampled else None,
-        samples=fc.samples if sampled else None,
-        n_boot=settings.eval.bootstrap, seed=settings.eval.seed,
+    pred = Predicted(
+        fc.point, lower=fc.lower if sampled else None, upper=fc.upper if sampled else None,
+        samples=fc.samples if sampled else None, parsed=fc.parsed.any(axis=1),
     )  # fmt: skip
+    ev = settings.eval
+    metrics = score_predicted(window.truth, window.contexts, pred, ev.season_length,
+                              ev.bootstrap, ev.seed)
     metrics["sample_parse_failures"] = int(fc.sample_parse_failures)
     return metrics
 
