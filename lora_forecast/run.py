@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.scaling import SeriesScale
+from lora_forecast.evaluation.paired import paired_block
 from lora_forecast.evaluation.plots import (
     ForecastPanels,
     metrics_title,
@@ -42,7 +43,7 @@ from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
 from lora_forecast.models.tokenizer import load_tokenizer
 from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost
-from lora_forecast.results import write_json_atomic
+from lora_forecast.results import json_ready, write_json_atomic
 from lora_forecast.training.distributed import global_sum
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
 from lora_forecast.training.signals import StopRequest
@@ -107,6 +108,8 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
         payload["end_reason"] = "stopped_budget"
         return payload
     payload["metrics"] = _score(settings, window, fc)
+    payload["paired"] = json_ready(paired_block(payload, settings.eval.bootstrap,
+                                                settings.eval.seed))
     if main:
         _plots(run_dir, window, fc, payload, settings, data.series.variables)
     return payload
