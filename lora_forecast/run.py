@@ -8,7 +8,6 @@ payload; it writes only inside ``run_dir`` and only on the main process.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from lora_forecast.evaluation.protocol import (
     score_baselines,
     score_predicted,
 )
-from lora_forecast.evaluation.scoring import Predicted
+from lora_forecast.evaluation.scoring import SUM_KEYS, Predicted, point_sums, scores_from_sums
 from lora_forecast.forecast.runs import SCALING_FILE
 from lora_forecast.forecasting import forecast
 from lora_forecast.llmtime import LLMTimeFormat
@@ -244,11 +243,13 @@ def _forecast_test(
 
 def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeFormat,
                         ctx: RunContext):
-    """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``).
+    """Forecast scores (``val/mse``, ``val/mae``, ``val/mase``, ``val/smape``,
+    ``val/mase_rel``) on a fixed subset of validation systems (``train.eval_forecast``).
 
-    Data-parallel ranks split the systems (every P-th, from the rank) and sum squared errors,
-    values and FLOPs over all ranks: each system is forecast once, every rank gets the MSE of
-    all of them, and the main process meters the total."""
+    Data-parallel ranks split the systems (every P-th, from the rank) and sum the scores'
+    additive pieces (:func:`lora_forecast.evaluation.scoring.point_sums`) and FLOPs over all
+    ranks: each system is forecast once, every rank gets the scores of all of them, and the
+    main process meters the total."""
     if not settings.train.eval_forecast:
         return None
     val = cut_series_windows(data.series.subset(data.split.val), settings.eval.context_steps,
@@ -258,18 +259,17 @@ def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForm
     mine = slice(acc.process_index, n, acc.num_processes)
     contexts, truth = val.contexts[mine], val.truth[mine]
 
-    def validate(model: torch.nn.Module) -> tuple[float, float]:
-        squared, values, cost = 0.0, 0, 0.0
+    def validate(model: torch.nn.Module) -> tuple[dict[str, float], float]:
+        sums, cost = dict.fromkeys(SUM_KEYS, 0.0), 0.0
         if len(contexts):
             fc = forecast_scaled(settings, model, fmt, data.scale_of, contexts, ctx.progress,
                                  n_samples=1)
-            parsed = fc.parsed.any(axis=1)
-            squared = float(((truth[parsed] - fc.point[parsed]) ** 2).sum())
-            values, cost = int(truth[parsed].size), _forecast_cost(settings, fc, ctx)
+            pred = Predicted(fc.point, parsed=fc.parsed.any(axis=1))
+            sums = point_sums(truth, contexts, pred, settings.eval.season_length)
+            cost = _forecast_cost(settings, fc, ctx)
         model.train()
-        values = global_sum(acc, values)
-        err = global_sum(acc, squared) / values if values else math.inf
-        return err, global_sum(acc, cost)
+        scores = scores_from_sums({k: global_sum(acc, v) for k, v in sums.items()})
+        return {f"val/{k}": v for k, v in scores.items()}, global_sum(acc, cost)
 
     return validate
 

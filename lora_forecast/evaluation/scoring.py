@@ -31,13 +31,17 @@ from lora_forecast.evaluation.metrics import (
 )
 from lora_forecast.results import json_ready
 
-__all__ = ["FIELD_METRICS", "QUANTILE_LEVELS", "RELATIVE_METRICS", "REFERENCE", "Predicted",
-           "field_scores", "per_series_scores", "reference_scores"]
+__all__ = ["FIELD_METRICS", "POINT_MONITORS", "QUANTILE_LEVELS", "RELATIVE_METRICS",
+           "REFERENCE", "SUM_KEYS", "Predicted", "field_scores", "per_series_scores", "point_sums",
+           "reference_scores", "scores_from_sums"]
 
 QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # WQL's levels (Chronos)
 FIELD_METRICS = ("mase", "smape", "msis", "wql")  # aggregated here, beside score_forecasts'
 RELATIVE_METRICS = ("mse", "mae", "mase", "smape", "wql", "crps")  # ratios to the reference
 REFERENCE = "seasonal_naive"
+# what a greedy (point) forecast of validation series can be monitored on (train.monitor)
+POINT_MONITORS = ("mse", "mae", "mase", "smape", "mase_rel")
+SUM_KEYS = ("sq", "abs", "values", "mase", "mase_n", "smape", "series", "log_rel", "rel_n")
 
 
 @dataclass(frozen=True)
@@ -140,3 +144,31 @@ def field_scores(per_series: dict[str, np.ndarray], reference: dict[str, np.ndar
     out["rel_skipped"] = skipped
     out["per_series"] = {name: values.tolist() for name, values in per_series.items()}
     return json_ready(out)
+
+
+def point_sums(truth: np.ndarray, contexts: np.ndarray, pred: Predicted,
+               season_length: int = 1) -> dict[str, float]:
+    """Additive pieces of :data:`POINT_MONITORS` over some series, so that data-parallel
+    ranks can each score their share, sum the pieces, and get the single-process values
+    (:func:`scores_from_sums`): squared and absolute errors and their count over the scored
+    values (MSE and MAE pool values, as :func:`score_forecasts` does), per-series MASE and
+    sMAPE and their count, the log-ratios of MASE to seasonal naive and theirs."""
+    per = per_series_scores(truth, contexts, pred, season_length)
+    ok = np.isfinite(per["mse"])
+    err = np.asarray(truth, dtype=np.float64)[ok] - np.asarray(pred.point, dtype=np.float64)[ok]
+    logs = log_ratios(per["mase"], reference_scores(truth, contexts, season_length)["mase"])
+    return {"sq": float((err**2).sum()), "abs": float(np.abs(err).sum()),
+            "values": float(err.size), "mase": float(np.nansum(per["mase"][ok])),
+            "mase_n": float(np.isfinite(per["mase"][ok]).sum()),
+            "smape": float(np.sum(per["smape"][ok])), "series": float(ok.sum()),
+            "log_rel": float(np.sum(logs)), "rel_n": float(logs.size)}
+
+
+def scores_from_sums(sums: dict[str, float]) -> dict[str, float]:
+    """:data:`POINT_MONITORS` from (summed) :func:`point_sums`; ``inf`` where nothing was
+    scored (an unusable forecast is the worst value a monitor can see)."""
+    def ratio(num: str, den: str) -> float:
+        return sums[num] / sums[den] if sums[den] else math.inf
+    rel = math.exp(ratio("log_rel", "rel_n")) if sums["rel_n"] else math.inf
+    return {"mse": ratio("sq", "values"), "mae": ratio("abs", "values"),
+            "mase": ratio("mase", "mase_n"), "smape": ratio("smape", "series"), "mase_rel": rel}
