@@ -26,6 +26,9 @@ from lora_forecast.errors import ConfigError, omegaconf_key_and_reason
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NUMBER_FORMATS = ("decimal", "digits")  # lora_forecast.llmtime.codec (kept import-free here)
 SCHEDULES = ("constant", "linear", "cosine")
+# val/loss, and lora_forecast.evaluation.scoring.POINT_MONITORS of the validation forecasts
+# (kept import-free here; a test checks they agree)
+MONITORS = ("val/loss", "val/mse", "val/mae", "val/mase", "val/smape", "val/mase_rel")
 HEADS = ("full", "numeric")
 ACCOUNTINGS = ("seed", "exact")
 LAYOUTS = ("auto", "long", "wide")
@@ -286,14 +289,17 @@ class TrainConfig:
             f"must be never or auto, got {self.resume!r}",
         )
         _require(
-            self.monitor in ("val/loss", "val/mse"),
+            self.monitor in MONITORS,
             "train.monitor",
-            f"must be val/loss or val/mse, got {self.monitor!r}",
+            f"must be one of {', '.join(MONITORS)}, got {self.monitor!r}"
+            + ("; probabilistic scores need samples, which validation forecasts (greedy) "
+               "do not draw" if self.monitor in ("val/wql", "val/crps", "val/msis",
+                                                 "val/coverage_80") else ""),
         )
         _require(
-            self.monitor != "val/mse" or self.eval_forecast,
+            self.monitor == "val/loss" or self.eval_forecast,
             "train.monitor",
-            "val/mse needs train.eval_forecast=true",
+            f"{self.monitor} needs train.eval_forecast=true",
         )
 
     @property

@@ -8,7 +8,6 @@ payload; it writes only inside ``run_dir`` and only on the main process.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,14 +22,20 @@ from lora_forecast.config import Settings
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.scaling import SeriesScale
 from lora_forecast.data.series import SeriesSet
-from lora_forecast.evaluation.metrics import score_forecasts
+from lora_forecast.evaluation.paired import paired_block
 from lora_forecast.evaluation.plots import (
     ForecastPanels,
     metrics_title,
     plot_error_per_step,
     plot_forecasts,
 )
-from lora_forecast.evaluation.protocol import SeriesWindows, cut_series_windows, score_baselines
+from lora_forecast.evaluation.protocol import (
+    SeriesWindows,
+    cut_series_windows,
+    score_baselines,
+    score_predicted,
+)
+from lora_forecast.evaluation.scoring import SUM_KEYS, Predicted, point_sums, scores_from_sums
 from lora_forecast.forecast.runs import SCALING_FILE
 from lora_forecast.forecast.table import scored_frame, write_frame
 from lora_forecast.forecasting import forecast
@@ -39,7 +44,7 @@ from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
 from lora_forecast.models.tokenizer import load_tokenizer
 from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost, with_signed
-from lora_forecast.results import write_json_atomic
+from lora_forecast.results import json_ready, write_json_atomic
 from lora_forecast.training.distributed import global_sum
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
 from lora_forecast.training.signals import StopRequest
@@ -106,7 +111,9 @@ def run(settings: Settings, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
     if fc is None:
         payload["end_reason"] = "stopped_budget"
         return payload
-    payload["metrics"] = _score(settings, window.truth, fc)
+    payload["metrics"] = _score(settings, window, fc)
+    payload["paired"] = json_ready(paired_block(payload, settings.eval.bootstrap,
+                                                settings.eval.seed))
     if main:
         scored = test.subset(window.positions)
         _plots(run_dir, window, fc, payload, settings, scored)
@@ -125,15 +132,17 @@ def _baselines(settings: Settings, window: SeriesWindows) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def _score(settings: Settings, truth: np.ndarray, fc: Any) -> dict[str, Any]:
-    """Metrics in original units; intervals and CRPS only when sampling makes them mean it."""
+def _score(settings: Settings, window: SeriesWindows, fc: Any) -> dict[str, Any]:
+    """Metrics in original units, scale-free ones and ratios to seasonal naive; intervals,
+    WQL and CRPS only when sampling makes them mean it."""
     sampled = settings.eval.num_samples > 1
-    metrics = score_forecasts(
-        truth, fc.point, parsed_systems=fc.parsed.any(axis=1),
-        lower=fc.lower if sampled else None, upper=fc.upper if sampled else None,
-        samples=fc.samples if sampled else None,
-        n_boot=settings.eval.bootstrap, seed=settings.eval.seed,
+    pred = Predicted(
+        fc.point, lower=fc.lower if sampled else None, upper=fc.upper if sampled else None,
+        samples=fc.samples if sampled else None, parsed=fc.parsed.any(axis=1),
     )  # fmt: skip
+    ev = settings.eval
+    metrics = score_predicted(window.truth, window.contexts, pred, ev.season_length,
+                              ev.bootstrap, ev.seed)
     metrics["sample_parse_failures"] = int(fc.sample_parse_failures)
     return metrics
 
@@ -241,11 +250,13 @@ def _forecast_test(
 
 def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeFormat,
                         ctx: RunContext):
-    """Forecast MSE on a fixed subset of validation systems (``train.eval_forecast``).
+    """Forecast scores (``val/mse``, ``val/mae``, ``val/mase``, ``val/smape``,
+    ``val/mase_rel``) on a fixed subset of validation systems (``train.eval_forecast``).
 
-    Data-parallel ranks split the systems (every P-th, from the rank) and sum squared errors,
-    values and FLOPs over all ranks: each system is forecast once, every rank gets the MSE of
-    all of them, and the main process meters the total."""
+    Data-parallel ranks split the systems (every P-th, from the rank) and sum the scores'
+    additive pieces (:func:`lora_forecast.evaluation.scoring.point_sums`) and FLOPs over all
+    ranks: each system is forecast once, every rank gets the scores of all of them, and the
+    main process meters the total."""
     if not settings.train.eval_forecast:
         return None
     val = cut_series_windows(data.series.subset(data.split.val), settings.eval.context_steps,
@@ -255,18 +266,17 @@ def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForm
     mine = slice(acc.process_index, n, acc.num_processes)
     contexts, truth = val.contexts[mine], val.truth[mine]
 
-    def validate(model: torch.nn.Module) -> tuple[float, float]:
-        squared, values, cost = 0.0, 0, 0.0
+    def validate(model: torch.nn.Module) -> tuple[dict[str, float], float]:
+        sums, cost = dict.fromkeys(SUM_KEYS, 0.0), 0.0
         if len(contexts):
             fc = forecast_scaled(settings, model, fmt, data.scale_of, contexts, ctx.progress,
                                  n_samples=1)
-            parsed = fc.parsed.any(axis=1)
-            squared = float(((truth[parsed] - fc.point[parsed]) ** 2).sum())
-            values, cost = int(truth[parsed].size), _forecast_cost(settings, fc, ctx)
+            pred = Predicted(fc.point, parsed=fc.parsed.any(axis=1))
+            sums = point_sums(truth, contexts, pred, settings.eval.season_length)
+            cost = _forecast_cost(settings, fc, ctx)
         model.train()
-        values = global_sum(acc, values)
-        err = global_sum(acc, squared) / values if values else math.inf
-        return err, global_sum(acc, cost)
+        scores = scores_from_sums({k: global_sum(acc, v) for k, v in sums.items()})
+        return {f"val/{k}": v for k, v in scores.items()}, global_sum(acc, cost)
 
     return validate
 

@@ -67,6 +67,40 @@ def _metric_rows(results: Mapping[str, Any]) -> list[str]:
                     .rstrip() for row in cells)]
 
 
+def _named_metrics(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    named = [("this run", results.get("metrics"))]
+    named += sorted((results.get("baselines") or {}).items())
+    return [(name, m) for name, m in named if m]
+
+
+def _table(cells: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
+    return ["    " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells]
+
+
+def _field_rows(results: Mapping[str, Any]) -> list[str]:
+    """The field's scale-free metrics: MASE, sMAPE and the geometric mean of the ratios to
+    seasonal naive, plus WQL and 80% coverage where a forecaster has them."""
+    named = [(name, m) for name, m in _named_metrics(results) if m.get("mase") is not None]
+    if not named:
+        return []
+    extra = [k for k in ("wql", "coverage_80") if any(m.get(k) is not None for _, m in named)]
+    cells = [("", "MASE [95% CI]", "sMAPE %", "MASE/seasonal naive [95% CI]", *extra)]
+    cells += [(name, _with_ci(m, "mase"), _num(m.get("smape")), _with_ci(m, "mase_rel"),
+               *(_num(m.get(k)) for k in extra)) for name, m in named]
+    return ["  scale-free (ratio: geometric mean over systems of each one's ratio):",
+            *_table(cells)]
+
+
+def _paired_lines(results: Mapping[str, Any]) -> list[str]:
+    """``LLM vs linear_ar: MSE diff ... [lo, hi]`` per baseline (paired bootstrap)."""
+    rows = (results.get("paired") or {}).get("mse") or {}
+    return [f"  LLM vs {name}: MSE diff {_num(c.get('mean'))} [{_num(c['ci'][0])}, "
+            f"{_num(c['ci'][1])}] over {c.get('n')} systems (paired)"
+            for name, c in sorted(rows.items())]
+
+
 def _flops_line(results: Mapping[str, Any]) -> list[str]:
     flops = results.get("flops") or {}
     if not flops:
@@ -117,6 +151,8 @@ def format_summary(results: Mapping[str, Any], ctx: SummaryContext) -> str:
         lines.append(f"  validation {ctx.monitor}: best {_num(train['best_metric'])} at step "
                      f"{train.get('best_step')} of {train.get('steps')}")
     lines += _metric_rows(results)
+    lines += _field_rows(results)
+    lines += _paired_lines(results)
     metrics = results.get("metrics") or {}
     if metrics:
         lines.append(f"  parse failures: {metrics.get('parse_failures', 0)} of "

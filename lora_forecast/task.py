@@ -297,6 +297,12 @@ def _has_cuda() -> bool:
 def _finish_tracker(tracker: Any, run_dir: Path, results: dict[str, Any]) -> None:
     metrics = results.get("metrics") or {}
     summary = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+    summary.update({f"baseline/{name}/{k}": v
+                    for name, scores in (results.get("baselines") or {}).items()
+                    for k, v in scores.items() if isinstance(v, int | float)})
+    summary.update({f"paired/{metric}/{name}": c["mean"]
+                    for metric, block in (results.get("paired") or {}).items()
+                    for name, c in block.items()})
     summary.update(
         {
             "status": results["status"],

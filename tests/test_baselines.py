@@ -154,3 +154,33 @@ def test_evaluate_baselines_scores_each_name() -> None:
     assert out["persistence"]["mse"] == pytest.approx(6.25)
     assert out["persistence"]["n_systems"] == 2
     assert out["linear_ar"]["mse"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_seasonal_naive_by_hand_and_against_statsforecast() -> None:
+    from statsforecast.models import SeasonalNaive
+
+    from lora_forecast.evaluation.baselines import seasonal_naive
+
+    context = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0], [5.0, 50.0]])
+    # m = 2: the last season is steps 4, 5 -> 4, 5, 4 (and 40, 50, 40)
+    got = seasonal_naive(context, np.arange(5.0), np.arange(5.0, 8.0), season_length=2)
+    np.testing.assert_array_equal(got, [[4.0, 40.0], [5.0, 50.0], [4.0, 40.0]])
+    # m = 1 is persistence; a season longer than the context falls back to m = 1
+    np.testing.assert_array_equal(
+        seasonal_naive(context, np.arange(5.0), np.arange(2.0), season_length=9), [[5, 50]] * 2)
+    rng = np.random.default_rng(0)
+    y = rng.uniform(size=(13, 1))
+    for m in (1, 3, 4):
+        sf = SeasonalNaive(season_length=m).forecast(y=y[:, 0], h=7)["mean"]
+        ours = seasonal_naive(y, np.arange(13.0), np.arange(7.0), season_length=m)
+        np.testing.assert_allclose(ours[:, 0], sf)
+
+
+def test_seasonal_naive_is_registered_and_takes_eval_season_length() -> None:
+    from lora_forecast.evaluation.baselines import forecast_baseline_band
+
+    contexts = np.arange(8.0).reshape(1, 4, 2)  # steps (0,1) (2,3) (4,5) (6,7)
+    point, lower, upper, _ = forecast_baseline_band(
+        "seasonal_naive", contexts, np.arange(4.0), np.arange(4.0, 7.0), season_length=2)
+    np.testing.assert_array_equal(point[0], [[4.0, 5.0], [6.0, 7.0], [4.0, 5.0]])
+    assert lower is None and upper is None

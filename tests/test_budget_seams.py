@@ -138,9 +138,9 @@ def test_forecast_validation_runs_only_if_the_meter_can_afford_its_bound(
     is charged what it really cost (7)."""
     calls: list[int] = []
 
-    def validator(model) -> tuple[float, float]:
+    def validator(model) -> tuple[dict[str, float], float]:
         calls.append(1)
-        return 0.5, 7.0
+        return {"val/mse": 0.5}, 7.0
 
     meter = FlopsMeter(None, None, reservation)
     trainer, _ = _fit(tmp_path, 2, 1, steps=2, meter=meter, forecast_validator=validator,

@@ -75,6 +75,8 @@ def test_every_experiment_composes_and_validates(compose_cfg, experiment: str) -
         ("train.schedule=exp", "train.schedule"),
         ("budget.max_flops=0", "budget.max_flops"),
         ("train.monitor=val/mse", "train.monitor"),
+        ("train.monitor=val/mase", "train.monitor"),
+        ("train.monitor=val/wql", "train.monitor"),
     ],
 )
 def test_semantic_errors_name_the_key(compose_cfg, override: str, key: str) -> None:
@@ -97,3 +99,10 @@ def test_type_errors_fail_at_composition(compose_cfg) -> None:
 def test_unknown_key_fails_at_composition(compose_cfg) -> None:
     with pytest.raises(ConfigCompositionException):
         compose_cfg("train.learning_rate=1e-3")
+
+
+def test_monitors_are_the_validation_loss_and_the_scorings_point_monitors() -> None:
+    from lora_forecast.config import MONITORS
+    from lora_forecast.evaluation.scoring import POINT_MONITORS
+
+    assert ("val/loss", *(f"val/{m}" for m in POINT_MONITORS)) == MONITORS

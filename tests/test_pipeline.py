@@ -46,6 +46,26 @@ def test_untrained_llm_sampling_gives_intervals_and_crps(compose_cfg, run_dir: P
     metrics = results["metrics"]
     assert results["train"] is None and results["flops"]["spent_by_kind"]["training"] == 0
     assert 0.0 <= metrics["coverage_80"] <= 1.0 and metrics["crps"] >= 0
+    # the field's metrics for the LLM (with samples: WQL, CRPS) and for every baseline
+    ids = results["eval_series"]["ids"]
+    for key in ("mase", "smape", "msis", "wql", "mase_rel", "wql_rel", "crps_rel", "mse_rel"):
+        assert metrics[key] is not None and metrics[key] >= 0, key
+    assert metrics["rel_reference"] == "seasonal_naive"
+    assert all(len(v) == len(ids) for v in metrics["per_series"].values())
+    for name, scores in results["baselines"].items():
+        assert scores["mase"] >= 0 and scores["smape"] >= 0 and scores["mase_rel"] > 0, name
+        assert set(results["paired"]["mse"]) >= {name}
+    assert results["paired"]["mse"]["persistence"]["n"] == metrics["n_systems"]
+
+
+def test_forecast_validation_can_monitor_the_fields_metrics(compose_cfg, run_dir: Path) -> None:
+    value, results = _run(compose_cfg, run_dir, "train.eval_forecast=true",
+                          "train.monitor=val/mase", "train.eval_forecast_systems=2")
+    history = [h for h in results["train"]["history"] if "val/mase" in h]
+    assert [h["step"] for h in history] == [2, 4]
+    assert all(h["val/mse"] >= 0 and h["val/smape"] >= 0 and h["val/mase_rel"] > 0
+               for h in history)
+    assert value == min(h["val/mase"] for h in history)
 
 
 def test_free_decoding_counts_parse_failures(compose_cfg, run_dir: Path) -> None:

@@ -325,3 +325,25 @@ def test_pure_table_builders() -> None:
     )
     # two runs share (1e-4, 2): the cell keeps the better one; (1e-3, 2) was never run
     assert grid.splitlines()[2:] == ["| 0.0001 | 2 | — |", "| 0.001 | — | **1** |"]
+
+
+def test_field_and_paired_tables_from_hand_made_runs(tmp_path: Path) -> None:
+    from lora_forecast.report.tables import field_table, paired_table, result_rows
+
+    results = {
+        "experiment": "smoke", "status": "completed",
+        "metrics": {"mse": 0.1, "mase": 0.81234, "mase_ci": [0.7, 0.9], "smape": 12.0,
+                    "mase_rel": 0.5, "mase_rel_ci": [0.4, 0.6]},
+        "baselines": {"persistence": {"mse": 0.3, "mase": 1.6, "smape": 20.0, "mase_rel": 1.0}},
+        "paired": {"mse": {"persistence": {"mean": -0.2, "ci": [-0.3, -0.1], "n": 5}},
+                   "mae": {"persistence": {"mean": -0.1, "ci": [-0.2, 0.05], "n": 5}}},
+    }
+    runs = [RunRecord(tmp_path / "r", results)]
+    table = field_table(result_rows(runs)).splitlines()
+    assert table[0] == "| run | MASE | sMAPE % | MASE x/SN [95% CI] |"
+    assert table[2] == "| smoke | 0.8123 [0.7, 0.9] | 12 | 0.5 [0.4, 0.6] |"
+    assert table[3] == "| baseline: persistence | 1.6 | 20 | 1 |"
+    paired = paired_table(runs).splitlines()
+    assert paired[2] == "| smoke | persistence | -0.2 [-0.3, -0.1] | -0.1 [-0.2, 0.05] | — | 5 |"
+    assert field_table(result_rows([RunRecord(tmp_path / "o", {"metrics": {"mse": 1.0}})])) is None
+    assert paired_table([RunRecord(tmp_path / "o", {"metrics": {"mse": 1.0}})]) is None

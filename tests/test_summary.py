@@ -98,3 +98,31 @@ def test_a_rejected_run_says_so_and_names_the_budget_report(
     assert "(status rejected, end reason rejected)" in captured.out
     assert "  next: python -m lora_forecast.budget report --study tight" in captured.out
     assert len(captured.err.strip().splitlines()) == 1  # the error itself stays one line
+
+
+FIELD_RESULTS = {
+    **RESULTS,
+    "metrics": {**RESULTS["metrics"], "mase": 0.8, "mase_ci": [0.6, 1.1], "smape": 12.5,
+                "mase_rel": 0.5, "mase_rel_ci": [0.4, 0.7], "wql": 0.05},
+    "baselines": {"persistence": {**RESULTS["baselines"]["persistence"], "mase": 1.6,
+                                  "smape": 20.0, "mase_rel": 1.0, "mase_rel_ci": [1.0, 1.0]}},
+    "paired": {"mse": {"persistence": {"mean": -0.0203, "ci": [-0.031, -0.0101], "n": 7}}},
+}
+
+
+def test_summary_shows_the_field_metrics_and_the_paired_difference() -> None:
+    context = SummaryContext(run_dir="outputs/runs/smoke/t")
+    lines = format_summary(FIELD_RESULTS, context).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("  scale-free"))
+    assert lines[head + 1].split() == ["MASE", "[95%", "CI]", "sMAPE", "%",
+                                       "MASE/seasonal", "naive", "[95%", "CI]", "wql"]
+    assert lines[head + 2].split() == ["this", "run", "0.8", "[0.6,", "1.1]", "12.5", "0.5",
+                                       "[0.4,", "0.7]", "0.05"]
+    assert lines[head + 3].split() == ["persistence", "1.6", "20", "1", "[1,", "1]", "n/a"]
+    assert ("  LLM vs persistence: MSE diff -0.0203 [-0.031, -0.0101] over 7 systems (paired)"
+            in lines)
+
+
+def test_summary_without_field_metrics_is_unchanged() -> None:
+    lines = _summary()
+    assert not any(line.startswith(("  scale-free", "  LLM vs")) for line in lines)

@@ -297,8 +297,12 @@ def test_wandb_offline_run_records_the_training_log_summary_and_forecast_plot(
 
     summary = run["summary"]
     assert summary["end_reason"] == "max_steps" and summary["status"] == "completed"
-    for key in ("mse", "mae", "r2"):
+    for key in ("mse", "mae", "r2", "mase", "smape", "mase_rel"):
         assert summary[f"test/{key}"] == pytest.approx(results["metrics"][key]), key
+    for name, scores in results["baselines"].items():  # every baseline's field metrics too
+        assert summary[f"baseline/{name}/mase"] == pytest.approx(scores["mase"]), name
+        assert summary[f"paired/mse/{name}"] == pytest.approx(
+            results["paired"]["mse"][name]["mean"]), name
     assert summary["flops/spent"] == pytest.approx(results["flops"]["spent"])
 
     images = [row["forecasts"] for row in run["history"] if "forecasts" in row]

@@ -28,6 +28,7 @@ __all__ = [
     "linear_ar",
     "ode_fit",
     "persistence",
+    "seasonal_naive",
     "statsforecast_model",
 ]
 
@@ -66,6 +67,38 @@ def persistence(context: np.ndarray, t_context: np.ndarray, t_future: np.ndarray
     """
     context = np.asarray(context, dtype=np.float64)
     return np.repeat(context[-1:], len(t_future), axis=0)
+
+
+def seasonal_naive(context: np.ndarray, t_context: np.ndarray, t_future: np.ndarray, *,
+                   season_length: int = 1) -> np.ndarray:
+    """Repeat the last observed season: ``forecast[h] = context[Tc - m + (h mod m)]``.
+
+    The reference of the relative metrics (MASE's in-sample scale is this forecast's error);
+    with ``season_length = 1`` it is :func:`persistence`. A context shorter than one season
+    falls back to ``m = 1``. The same numbers as statsforecast's ``SeasonalNaive`` (tested),
+    written out because it is one indexing line and importing statsforecast (numba) for it
+    would slow down every run, which always computes this reference.
+
+    Args:
+        context: ``[Tc, V]`` observed values.
+        t_context: ``[Tc]`` their times (unused).
+        t_future: ``[H]`` forecast times (only their count is used).
+        season_length: the season ``m`` in steps (``eval.season_length``).
+
+    Returns:
+        ``[H, V]`` forecast.
+
+    Example:
+        >>> seasonal_naive(np.array([[1.0], [2.0], [3.0]]), np.arange(3), np.arange(3, 6),
+        ...                season_length=2).ravel().tolist()
+        [2.0, 3.0, 2.0]
+    """
+    context = np.asarray(context, dtype=np.float64)
+    if season_length < 1:
+        raise ValueError(f"season_length must be >= 1, got {season_length}")
+    m = season_length if season_length <= len(context) else 1
+    steps = len(context) - m + np.arange(len(t_future)) % m
+    return context[steps].copy()
 
 
 def linear_ar(
@@ -218,6 +251,7 @@ def statsforecast_model(
 # Registry: name -> BaselineFn (signature above). Variants are partials, not new code paths.
 BASELINES: dict[str, BaselineFn] = {
     "persistence": persistence,
+    "seasonal_naive": seasonal_naive,
     "linear_ar": linear_ar,
     "ode_fit": ode_fit,
     "ode_fit_logistic": partial(ode_fit, model="logistic"),
@@ -225,7 +259,8 @@ BASELINES: dict[str, BaselineFn] = {
     "auto_ets": partial(statsforecast_model, model="AutoETS"),
     "theta": partial(statsforecast_model, model="Theta"),
 }
-SEASONAL = frozenset({"auto_arima", "auto_ets", "theta"})  # take ``season_length``
+# take ``season_length``
+SEASONAL = frozenset({"seasonal_naive", "auto_arima", "auto_ets", "theta"})
 
 
 def _resolve(name: str, season_length: int) -> BaselineFn:

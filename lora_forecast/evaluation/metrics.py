@@ -4,6 +4,15 @@ Shapes follow one convention throughout: ``truth`` and ``point`` are ``[S, H, V]
 horizon steps, variables); ``samples`` are ``[S, N, H, V]`` with NaN where a sample could not be
 parsed. Every scalar metric pools all values it is given; :func:`score_forecasts` first removes
 the systems that have no usable point forecast and reports how many it removed.
+
+The forecasting field's per-series metrics (:func:`mase`, :func:`smape`,
+:func:`weighted_quantile_loss`, :func:`crps_from_samples`, :func:`msis`) score *one* series:
+``truth``/``forecast`` ``[H, V]``, its in-sample ``history`` ``[T, V]``, quantiles ``[Q, H, V]``,
+samples ``[N, H, V]``; :func:`relative_geometric_mean` aggregates per-series scores against a
+reference forecaster (seasonal naive), as GIFT-Eval and the Chronos benchmark do. They are
+written out here rather than called from ``utilsforecast.losses`` because that library works
+on long data frames (one row per series and step), not on the arrays the protocol holds; the
+tests check each one against ``utilsforecast`` on the same numbers.
 """
 
 from __future__ import annotations
@@ -19,14 +28,23 @@ from lora_forecast.results import json_ready
 
 __all__ = [
     "bootstrap_ci",
+    "crps_from_samples",
     "crps_samples",
     "interval_coverage",
+    "log_ratios",
     "mae",
+    "mase",
+    "msis",
     "mse",
     "mse_per_step",
     "mse_per_variable",
+    "quantiles_from_samples",
     "r2",
+    "relative_geometric_mean",
     "score_forecasts",
+    "seasonal_scale",
+    "smape",
+    "weighted_quantile_loss",
 ]
 
 
@@ -189,6 +207,230 @@ def crps_samples(truth: np.ndarray, samples: np.ndarray) -> float:
     return float(np.nanmean(per_value))
 
 
+def seasonal_scale(history: np.ndarray, season_length: int = 1) -> np.ndarray:
+    """In-sample mean absolute error of the seasonal naive forecast, one value per variable.
+
+    ``scale_v = mean_t |history[t, v] - history[t - m, v]|`` over ``t = m .. T-1`` (Hyndman &
+    Koehler 2006, the denominator of MASE and MSIS). As in GluonTS
+    (``calculate_seasonal_error``), a history no longer than the season ``m`` falls back to
+    ``m = 1``; a history of one step has no scale (NaN).
+
+    Args:
+        history: ``[T, V]`` the series' values before the forecast (the context).
+        season_length: ``m``, the season in steps (1 = naive one-step differences).
+
+    Returns:
+        ``[V]`` scales (0 for a constant variable, NaN with fewer than two steps).
+
+    Example:
+        >>> seasonal_scale(np.array([[1.0], [3.0], [2.0]])).tolist()  # (|3-1| + |2-3|) / 2
+        [1.5]
+    """
+    history = _as_2d(history, "history")
+    if season_length < 1:
+        raise ValueError(f"season_length must be >= 1, got {season_length}")
+    m = season_length if season_length < len(history) else 1
+    if len(history) <= m:
+        return np.full(history.shape[1], np.nan)
+    return np.mean(np.abs(history[m:] - history[:-m]), axis=0)
+
+
+def mase(truth: np.ndarray, forecast: np.ndarray, history: np.ndarray,
+         season_length: int = 1) -> float:
+    """Mean absolute scaled error of one series (Hyndman & Koehler 2006).
+
+    Per variable ``v``: ``mean_h |truth - forecast| / scale_v`` with ``scale_v`` the in-sample
+    seasonal naive error (:func:`seasonal_scale`); then the mean over variables. One scale per
+    series-variable is the GluonTS / Chronos convention (each variable of a multivariate
+    series counts as its own univariate item), so prey and predator weigh the same whatever
+    their units. A variable with zero scale (constant history) has no MASE and is left out of
+    the mean; with none left the result is NaN. Below 1 means better than the in-sample
+    seasonal naive forecast.
+
+    Args:
+        truth: ``[H, V]`` true values; forecast: ``[H, V]`` point forecast.
+        history: ``[T, V]`` in-sample values (the context the forecast was made from).
+        season_length: the season ``m`` in steps.
+
+    Returns:
+        The MASE as a float (NaN when no variable has a scale).
+
+    Example:
+        >>> mase(np.array([[4.0]]), np.array([[3.0]]), np.array([[1.0], [3.0], [2.0]]))
+        0.6666666666666666
+    """
+    truth, forecast = _as_2d(truth, "truth"), _as_2d(forecast, "forecast")
+    _same_shape(truth, forecast)
+    scale = seasonal_scale(history, season_length)
+    if scale.shape != truth.shape[1:]:
+        raise ValueError(f"history has {scale.size} variables, truth {truth.shape[1]}")
+    per_var = np.mean(np.abs(truth - forecast), axis=0)
+    return _mean_over_scaled(per_var, scale)
+
+
+def smape(truth: np.ndarray, forecast: np.ndarray) -> float:
+    """Symmetric mean absolute percentage error, the M4 competition's definition.
+
+    ``200 * mean |y - f| / (|y| + |f|)`` over all values, in percent (0 to 200); a value where
+    both ``y`` and ``f`` are 0 counts as 0 (a perfect forecast of zero), as in
+    ``utilsforecast.losses.smape``.
+
+    Args:
+        truth: true values, any shape; forecast: same shape.
+
+    Returns:
+        sMAPE in percent.
+
+    Example:
+        >>> smape(np.array([1.0, 0.0]), np.array([3.0, 0.0]))  # 200 * (2/4 + 0) / 2
+        50.0
+    """
+    y, f = np.asarray(truth, dtype=np.float64), np.asarray(forecast, dtype=np.float64)
+    _same_shape(y, f)
+    denom = np.abs(y) + np.abs(f)
+    ratio = np.divide(np.abs(y - f), denom, out=np.zeros_like(denom), where=denom != 0)
+    return float(200.0 * np.mean(ratio))
+
+
+def weighted_quantile_loss(truth: np.ndarray, quantiles: np.ndarray,
+                           levels: np.ndarray | list[float]) -> float:
+    """Weighted quantile loss, GluonTS's ``mean_weighted_sum_quantile_loss`` (Chronos's WQL).
+
+    ``WQL = mean_q [2 * sum pinball_q(y, yhat_q) / sum |y|]`` with the pinball loss
+    ``pinball_q = max(q (y - yhat_q), (q - 1)(y - yhat_q))``; both sums run over every step
+    and variable of the series (the variables pooled, as GluonTS pools items). On the nine
+    levels 0.1..0.9 it approximates the CRPS divided by ``mean |y|``. NaN when ``sum |y| = 0``.
+
+    Args:
+        truth: ``[H, V]`` true values.
+        quantiles: ``[Q, H, V]`` forecast quantiles, ``quantiles[i]`` at ``levels[i]``.
+        levels: ``[Q]`` quantile levels in (0, 1).
+
+    Returns:
+        The WQL as a float (lower is better; scale-free).
+
+    Example:
+        Median 2 for truth 4: pinball 0.5 * 2 = 1, WQL = 2 * 1 / 4.
+
+        >>> weighted_quantile_loss(np.array([[4.0]]), np.array([[[2.0]]]), [0.5])
+        0.5
+    """
+    y = np.asarray(truth, dtype=np.float64)
+    q = np.asarray(quantiles, dtype=np.float64)
+    lv = np.asarray(levels, dtype=np.float64).reshape(-1, *([1] * y.ndim))
+    if q.shape != (lv.shape[0], *y.shape):
+        raise ValueError(f"quantiles {q.shape} must be [Q={lv.shape[0]}, *{y.shape}]")
+    if not ((lv > 0) & (lv < 1)).all():
+        raise ValueError(f"quantile levels must be in (0, 1), got {lv.ravel().tolist()}")
+    err = y[None] - q
+    pinball = np.maximum(lv * err, (lv - 1.0) * err)
+    norm = float(np.sum(np.abs(y)))
+    if norm == 0.0:
+        return math.nan
+    return float(np.mean(2.0 * pinball.reshape(len(lv), -1).sum(axis=1) / norm))
+
+
+def quantiles_from_samples(samples: np.ndarray, levels: np.ndarray | list[float]) -> np.ndarray:
+    """Empirical quantiles ``[Q, ...]`` of samples ``[N, ...]`` over their first axis, ignoring
+    NaN samples (numpy's default linear interpolation); NaN where a value has no sample."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN
+        return np.nanquantile(np.asarray(samples, dtype=np.float64),
+                              np.asarray(levels, dtype=np.float64), axis=0)
+
+
+def crps_from_samples(truth: np.ndarray, samples: np.ndarray) -> float:
+    """CRPS of one series from samples, averaged over its steps and variables (unscaled).
+
+    The sample (energy-form) estimator ``E|X - y| - 0.5 E|X - X'|`` of Gneiting & Raftery
+    (2007), in the data's units, with the same conventions as :func:`crps_samples` (``1/n^2``
+    form, NaN samples ignored, values without a finite sample left out). Not scaled: the
+    scale-free counterpart is :func:`weighted_quantile_loss`, and the relative-to-seasonal-naive
+    aggregate removes the units anyway (a point forecast's CRPS is its absolute error).
+
+    Args:
+        truth: ``[H, V]`` true values; samples: ``[N, H, V]`` sampled forecasts.
+
+    Returns:
+        Mean CRPS (NaN when no value has a finite sample).
+
+    Example:
+        >>> crps_from_samples(np.zeros((1, 1)), np.array([0.0, 2.0]).reshape(2, 1, 1))
+        0.5
+    """
+    return crps_samples(np.asarray(truth)[None], np.asarray(samples)[None])
+
+
+def msis(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray, history: np.ndarray,
+         season_length: int = 1, alpha: float = 0.2) -> float:
+    """Mean scaled interval score of one series (the M4 competition's MSIS).
+
+    Per value the interval (Winkler) score ``(u - l) + 2/alpha (l - y) 1{y < l} +
+    2/alpha (y - u) 1{y > u}``; its mean over steps divided by the in-sample seasonal naive
+    error (:func:`seasonal_scale`) of each variable, then the mean over variables (zero-scale
+    variables left out, as in :func:`mase`). ``alpha = 0.2`` scores the 10%/90% band.
+
+    Args:
+        truth, lower, upper: ``[H, V]``; history: ``[T, V]``.
+        season_length: the season ``m`` in steps; alpha: the interval's miss rate.
+
+    Returns:
+        The MSIS as a float (lower is better).
+
+    Example:
+        Band [1, 3] around truth 4 (above by 1), scale 1.5: (2 + 2 / 0.2 * 1) / 1.5 = 8.
+
+        >>> msis(np.array([[4.0]]), np.array([[1.0]]), np.array([[3.0]]),
+        ...      np.array([[1.0], [3.0], [2.0]]))
+        8.0
+    """
+    y, lo, hi = (_as_2d(a, n) for a, n in ((truth, "truth"), (lower, "lower"), (upper, "upper")))
+    _same_shape(y, lo)
+    _same_shape(y, hi)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    score = (hi - lo) + 2.0 / alpha * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))
+    return _mean_over_scaled(np.mean(score, axis=0), seasonal_scale(history, season_length))
+
+
+def log_ratios(model_scores: np.ndarray, baseline_scores: np.ndarray) -> np.ndarray:
+    """``log(model / baseline)`` of the series where both scores are finite and positive.
+
+    The rule for the relative aggregates: a series where either score is 0 (a perfect
+    forecast: the ratio is 0 or infinite), negative, NaN or infinite is skipped, not clipped;
+    callers report how many were skipped (``len(model_scores) - len(result)``).
+    """
+    a = np.asarray(model_scores, dtype=np.float64).ravel()
+    b = np.asarray(baseline_scores, dtype=np.float64).ravel()
+    _same_shape(a, b)
+    ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    return np.log(a[ok]) - np.log(b[ok])
+
+
+def relative_geometric_mean(model_scores: np.ndarray, baseline_scores: np.ndarray) -> float:
+    """Geometric mean over series of ``model / baseline`` (GIFT-Eval, Chronos benchmark II).
+
+    ``exp(mean log(model_s / baseline_s))``; below 1 means the model beats the baseline on a
+    typical series, and no single series with large errors dominates. Series with a zero or
+    non-finite score are skipped (:func:`log_ratios`); NaN when none is left.
+
+    Args:
+        model_scores: ``[S]`` per-series scores of the model (e.g. MASE).
+        baseline_scores: ``[S]`` the same series' scores of the reference (seasonal naive).
+
+    Returns:
+        The geometric mean of the ratios.
+
+    Example:
+        Ratios 1/4 and 9/1 (the third series, scored 0, is skipped): sqrt(0.25 * 9) = 1.5.
+
+        >>> round(relative_geometric_mean(np.array([1.0, 9.0, 0.0]), np.array([4.0, 1.0, 1.0])), 12)
+        1.5
+    """
+    logs = log_ratios(model_scores, baseline_scores)
+    return float(np.exp(np.mean(logs))) if logs.size else math.nan
+
+
 def bootstrap_ci(
     per_system_values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
@@ -309,6 +551,24 @@ def _diff(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     if truth.shape != pred.shape:
         raise ValueError(f"truth {truth.shape} and prediction {pred.shape} shapes differ")
     return truth - pred
+
+
+def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name} {a.shape} must be [steps, variables]")
+    return a
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"shapes {a.shape} and {b.shape} differ")
+
+
+def _mean_over_scaled(per_var: np.ndarray, scale: np.ndarray) -> float:
+    """Mean over variables of ``per_var / scale``, leaving out variables without a scale."""
+    ok = np.isfinite(scale) & (scale > 0)
+    return float(np.mean(per_var[ok] / scale[ok])) if ok.any() else math.nan
 
 
 def _scored_mask(point: np.ndarray, parsed_systems: np.ndarray | None) -> np.ndarray:

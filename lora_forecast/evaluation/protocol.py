@@ -16,9 +16,15 @@ import numpy as np
 from lora_forecast.errors import ConfigError
 from lora_forecast.evaluation.baselines import forecast_baseline_band
 from lora_forecast.evaluation.metrics import interval_coverage, score_forecasts
+from lora_forecast.evaluation.scoring import (
+    Predicted,
+    field_scores,
+    per_series_scores,
+    reference_scores,
+)
 
 __all__ = ["EvalWindow", "SeriesWindows", "cut_eval_windows", "cut_series_windows",
-           "evaluate_baselines", "numeric_time", "score_baselines"]
+           "evaluate_baselines", "numeric_time", "score_baselines", "score_predicted"]
 
 
 class EvalWindow(NamedTuple):
@@ -221,6 +227,7 @@ def score_baselines(
     """Forecast and score every named baseline on given windows (see
     :func:`evaluate_baselines`); times are shared axes or one array per system."""
     results: dict[str, dict[str, Any]] = {}
+    reference = reference_scores(truth, contexts, season_length)
     for name in names:
         point, lower, upper, fallbacks = forecast_baseline_band(
             name, contexts, t_context, t_future, season_length)
@@ -228,5 +235,23 @@ def score_baselines(
         if lower is not None and upper is not None:
             scores["coverage_80"] = interval_coverage(truth, lower, upper)
             scores["fallbacks"] = int(fallbacks)
+        per_series = per_series_scores(truth, contexts, Predicted(point, lower, upper),
+                                       season_length)
+        scores.update(field_scores(per_series, reference, n_boot, seed))
         results[name] = scores
     return results
+
+
+def score_predicted(truth: np.ndarray, contexts: np.ndarray | list[np.ndarray],
+                    pred: Predicted, season_length: int = 1, n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """Score one forecaster the way the baselines are scored: :func:`score_forecasts`'s
+    metrics (MSE, MAE, R2, coverage and CRPS from samples), then the field's per-series
+    metrics, their aggregates and the ratios to seasonal naive
+    (:func:`lora_forecast.evaluation.scoring.field_scores`). JSON-ready."""
+    scores = score_forecasts(truth, pred.point, parsed_systems=pred.parsed, lower=pred.lower,
+                             upper=pred.upper, samples=pred.samples, n_boot=n_boot, seed=seed)
+    per_series = per_series_scores(truth, contexts, pred, season_length)
+    reference = reference_scores(truth, contexts, season_length)
+    scores.update(field_scores(per_series, reference, n_boot, seed))
+    return scores

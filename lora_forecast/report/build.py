@@ -24,11 +24,13 @@ from lora_forecast.report.collect import (
 )
 from lora_forecast.report.sweeps import context_table, grid_table, sweep_table, varying_keys
 from lora_forecast.report.tables import (
+    field_table,
     flops_by_experiment,
     fmt,
     fmt_flops,
     ledger_rows_from_runs,
     monitored,
+    paired_table,
     result_rows,
     results_table,
     run_labels,
@@ -40,6 +42,15 @@ __all__ = ["ReportInputs", "build_report", "render_report", "resolve_budget"]
 
 LR_KEY, RANK_KEY, CONTEXT_KEY = "train.lr", "lora.rank", "data.context_tokens"
 METRIC_BARS, ERROR_PER_STEP, FORECASTS = "metric_bars.png", "error_per_step.png", "forecasts.png"
+FIELD_NOTE = (
+    "Means over the test systems (95% bootstrap intervals). MASE: mean absolute error over "
+    "the in-sample seasonal naive error (`eval.season_length`), per variable; sMAPE in %; "
+    "MSIS and coverage of the 10%/90% band; WQL on the 0.1..0.9 quantiles of the samples. "
+    "*x/SN*: geometric mean over systems of each system's ratio to seasonal naive (below 1: "
+    "better than seasonal naive on a typical system).")
+PAIRED_NOTE = (
+    "The LLM minus each baseline on the same systems: mean per-system difference with a 95% "
+    "paired bootstrap interval; an interval below 0 means the LLM has the lower error.")
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,12 @@ def _results_section(inputs: ReportInputs) -> list[str]:
         "the errors and counted here. Baselines need no LLM and spend no model FLOPs."
     )
     out = ["## Results", results_table(result_rows(inputs.runs)), note]
+    field = field_table(result_rows(inputs.runs))
+    if field is not None:
+        out += ["### Scale-free metrics", field, FIELD_NOTE]
+    paired = paired_table(inputs.runs)
+    if paired is not None:
+        out += ["### Paired comparisons", paired, PAIRED_NOTE]
     out += [f"![{caption}]({path})" for caption, path in inputs.figures.items()]
     return out
 

@@ -16,11 +16,13 @@ from lora_forecast.report.collect import LedgerRow, RunRecord
 
 __all__ = [
     "ResultRow",
+    "field_table",
     "flops_by_experiment",
     "fmt",
     "ledger_rows_from_runs",
     "markdown_table",
     "monitored",
+    "paired_table",
     "result_rows",
     "results_table",
     "run_labels",
@@ -172,6 +174,55 @@ def results_table(rows: Sequence[ResultRow]) -> str:
                      fmt(m.get("n_systems")), fmt(m.get("parse_failures")),
                      fmt_flops(row.flops_spent)])  # fmt: skip
     return markdown_table(header, body, "lllllr" + "r" * len(extra) + "rrr")
+
+
+FIELD_COLUMNS = (("MASE", "mase"), ("sMAPE %", "smape"), ("MSIS", "msis"), ("WQL", "wql"),
+                 ("80% coverage", "coverage_80"))
+RELATIVE_COLUMNS = (("MASE", "mase_rel"), ("MAE", "mae_rel"), ("WQL", "wql_rel"),
+                    ("CRPS", "crps_rel"))
+
+
+def field_table(rows: Sequence[ResultRow]) -> str | None:
+    """Runs x the field's scale-free metrics: mean MASE, sMAPE, MSIS, WQL, coverage over the
+    test series (95% CI where bootstrapped) and each metric's geometric mean of per-series
+    ratios to seasonal naive (``x/SN``); columns nobody has are left out. None when no row
+    has them (runs from before these metrics)."""
+    rows = [row for row in rows if (row.metrics or {}).get("mase") is not None]
+    if not rows:
+        return None
+    cols = [(f"{title} x/SN [95% CI]" if key.endswith("_rel") else title, key)
+            for title, key in (*FIELD_COLUMNS, *RELATIVE_COLUMNS)
+            if any((row.metrics or {}).get(key) is not None for row in rows)]
+    body = [[row.label, *(fmt_ci(m.get(key), m.get(f"{key}_ci")) for _, key in cols)]
+            for row in rows for m in [row.metrics or {}]]
+    return markdown_table(["run", *(title for title, _ in cols)], body, "l" + "r" * len(cols))
+
+
+def paired_table(runs: Sequence[RunRecord]) -> str | None:
+    """Each run's LLM minus each of its baselines, per series, for MSE, MAE and MASE: the mean
+    difference with its 95% paired bootstrap interval (results' ``paired`` block). None when
+    no run holds one."""
+    labels = run_labels(runs)
+    body = []
+    for i, run in enumerate(runs):
+        paired = run.results.get("paired") or {}
+        names = dict.fromkeys(name for block in paired.values() for name in block)
+        for name in names:
+            cells = [_paired_cell((paired.get(metric) or {}).get(name))
+                     for metric in ("mse", "mae", "mase")]
+            n = next((c["n"] for b in paired.values() if (c := b.get(name))), None)
+            body.append([labels[i], name, *cells, fmt(n)])
+    if not body:
+        return None
+    header = ["run", "vs baseline", "MSE diff [95% CI]", "MAE diff [95% CI]",
+              "MASE diff [95% CI]", "systems"]
+    return markdown_table(header, body, "llrrrr")
+
+
+def _paired_cell(comparison: Mapping[str, Any] | None) -> str:
+    if not comparison:
+        return DASH
+    return fmt_ci(comparison.get("mean"), comparison.get("ci"))
 
 
 def ledger_rows_from_runs(runs: Sequence[RunRecord]) -> list[LedgerRow]:

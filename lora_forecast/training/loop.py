@@ -76,7 +76,8 @@ class TrainHooks:
     val_forecast_flops: float = 0.0  # bound on one forecast_validator call (planner's)
     tracker: Tracker | None = None
     reporter: Reporter | None = None
-    forecast_validator: Callable[[torch.nn.Module], tuple[float, float]] | None = None
+    # model -> ({"val/mse": ..., other val/ scores}, FLOPs spent)
+    forecast_validator: Callable[[torch.nn.Module], tuple[dict[str, float], float]] | None = None
     stop: StopRequest = field(default_factory=StopRequest)
     budget: float = math.inf
     progress: bool = True
@@ -267,7 +268,8 @@ class Trainer:
         record["val/loss"] = self.validation_loss(n_windows)
         self.hooks.meter.add(n_windows * self.hooks.val_window_flops, "validation")
         if self.hooks.forecast_validator is not None:
-            record["val/mse"], cost = self.hooks.forecast_validator(self.model)
+            scores, cost = self.hooks.forecast_validator(self.model)
+            record.update(scores)
             self.hooks.meter.add(cost, "validation")
         monitored = record[self.cfg.monitor]
         if self.stopper.update(monitored, self.step) and self.acc.is_main_process:
