@@ -37,7 +37,7 @@ def architecture_for(cfg: ModelConfig) -> Architecture:
         from lora_forecast.models.build import tiny_qwen2_config
 
         return Architecture.from_hf_config(tiny_qwen2_config(cfg))
-    if cfg.name_or_path in QWEN2_5_0_5B_IDS:
+    if cfg.name_or_path in QWEN2_5_0_5B_IDS and not cfg.gguf_file:
         return Architecture.qwen2_5_0_5b()
     from lora_forecast.models.build import pretrained_config
 
