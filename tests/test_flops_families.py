@@ -169,12 +169,13 @@ def test_gemma3_below_and_beyond_its_window_agrees_with_flop_counter(context):
 
 
 def test_windowed_kernel_would_skip_the_masked_pairs():
-    """3 layers, 1 of them global, window 2, 4 tokens: eager scores 3 * 16 pairs; a windowed
-    kernel 16 in the global layer and 1 + 2 + 2 + 2 = 7 in each sliding one."""
+    """3 layers, 1 of them global, window 2, 4 tokens: eager scores 3 * 16 pairs; a kernel
+    skipping masked blocks 1 + 2 + 3 + 4 = 10 in the global layer and 1 + 2 + 2 + 2 = 7 in
+    each sliding one."""
     arch = Architecture(hidden=4, layers=3, heads=2, kv_heads=1, head_dim=2, intermediate=6,
                         vocab=10, family="gemma3_text", hidden_act="gelu_pytorch_tanh",
                         sliding_window=2, sliding_layers=(0, 1))
-    assert arch.windowed_attention_pairs(4) == (48, 16 + 2 * 7)
+    assert arch.windowed_attention_pairs(4) == (48, 10 + 2 * 7)
     assert arch.cached_past(0, 9) == 1 and arch.cached_past(2, 9) == 9
 
 

@@ -122,18 +122,20 @@ class Architecture:
         return past
 
     def windowed_attention_pairs(self, tokens: int) -> tuple[int, int]:
-        """(query, key) pairs per head, summed over layers, of one causal pass over ``tokens``
-        positions: (as eager/SDPA compute them, N x N each layer; as a windowed kernel would,
-        the causal pairs within each sliding layer's window and N x N in global layers).
+        """(query, key) pairs per head, summed over layers, of one pass over ``tokens``
+        positions: as eager and SDPA compute them (N x N in every layer, masked), and as a
+        kernel that skips masked blocks would (flash-attention: the causal triangle in global
+        layers, the causal pairs within the window in sliding ones).
 
-        The difference is what a kernel that skips masked blocks (flash-attention's
-        ``window_size``) would save on the attention products; this accounting counts the first.
+        The difference is what such a kernel would save on the attention products; this
+        accounting counts the first (what runs here).
         """
         dense = self.layers * tokens * tokens
         window = self.sliding_window or tokens
         in_window = sum(min(i + 1, window) for i in range(tokens))
         sliding = len(self.sliding_layers)
-        return dense, (self.layers - sliding) * tokens * tokens + sliding * in_window
+        causal = tokens * (tokens + 1) // 2
+        return dense, (self.layers - sliding) * causal + sliding * in_window
 
     def module_shape(self, name: str) -> tuple[int, int]:
         """(in_features, out_features) of a decoder-layer linear, by its HF module name.
