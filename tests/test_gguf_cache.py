@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,21 @@ def test_cache_round_trip_gives_the_gguf_logits_and_tokenizer(gguf_dir, cache, c
 def test_an_absolute_path_needs_no_folder(gguf_dir, cache):
     cfg = ModelConfig(name_or_path="", gguf_file=str(gguf_dir / "tiny.gguf"), dtype="fp32")
     assert pretrained_config(cfg).num_hidden_layers == 2
+
+
+def test_a_packaged_gguf_is_assembled_by_its_package(gguf_dir, cache, monkeypatch):
+    """``package:<module>``: the module's ``assemble()`` gives the file; the SHA-256 it checked
+    (``EXPECTED_SHA256``) keys the cache."""
+    fake = types.ModuleType("fake_gguf_package")
+    fake.assemble = lambda: gguf_dir / "tiny.gguf"
+    fake.EXPECTED_SHA256 = "ab" * 32
+    monkeypatch.setitem(sys.modules, "fake_gguf_package", fake)
+    monkeypatch.setitem(gguf_cache.PACKAGED_GGUF, "fake_gguf_package", "pretrained")
+    cfg = ModelConfig(name_or_path="", gguf_file="package:fake_gguf_package", dtype="fp32")
+    assert pretrained_config(cfg).model_type == "qwen2"
+    assert (cache / ("ab" * 32) / "float32" / "config.json").is_file()
+    with pytest.raises(ModelLoadError, match=r"^model\.gguf_file: unknown package 'nope'"):
+        pretrained_config(ModelConfig(name_or_path="", gguf_file="package:nope"))
 
 
 def test_a_relative_name_without_its_folder_is_refused():

