@@ -99,7 +99,8 @@ class ModelConfig:
 
     @property
     def _gguf_alone(self) -> bool:
-        """A GGUF file that needs no folder: an absolute path or a ``package:`` one."""
+        """A GGUF file that needs no folder: an absolute path or a ``package:`` one (the
+        prefix of models/gguf_cache.py, spelled here to keep this module import-free)."""
         name = self.gguf_file or ""
         return name.startswith("package:") or name.startswith(("/", "~"))
 
