@@ -61,6 +61,10 @@ class ModelConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 128
     init_seed: int = 0
+    # a GGUF checkpoint (models/gguf_cache.py): package:<module>, an absolute path, or a file
+    # name in the folder/Hub repo model.name_or_path; dequantized once and cached
+    gguf_file: str | None = None
+    gguf_sha256: str | None = None  # optional pin of the GGUF file's SHA-256
 
     def __post_init__(self) -> None:
         _require(
@@ -69,8 +73,13 @@ class ModelConfig:
             f"must be pretrained or tiny, got {self.kind!r}",
         )
         _require(self.head in HEADS, "model.head", f"must be one of {HEADS}, got {self.head!r}")
-        _require(self.kind == "tiny" or bool(self.name_or_path.strip()), "model.name_or_path",
-                 "required: a Hub id or a local folder with the model and its tokenizer")
+        _require(self.kind == "tiny" or bool(self.name_or_path.strip()) or self._gguf_alone,
+                 "model.name_or_path",
+                 "required: a Hub id or a local folder with the model and its tokenizer "
+                 "(or model.gguf_file an absolute path)")
+        _require(self.gguf_sha256 is None or (len(self.gguf_sha256) == 64 and all(
+            c in "0123456789abcdefABCDEF" for c in self.gguf_sha256)), "model.gguf_sha256",
+            f"must be 64 hex digits, got {self.gguf_sha256!r}")
         if self.kind == "tiny":
             _require(
                 self.hidden_size % self.num_heads == 0,
@@ -90,6 +99,13 @@ class ModelConfig:
                 "intermediate_size",
             ):
                 _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
+
+    @property
+    def _gguf_alone(self) -> bool:
+        """A GGUF file that needs no folder: an absolute path or a ``package:`` one (the
+        prefix of models/gguf_cache.py, spelled here to keep this module import-free)."""
+        name = self.gguf_file or ""
+        return name.startswith("package:") or name.startswith(("/", "~"))
 
 
 @dataclass

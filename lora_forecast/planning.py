@@ -38,7 +38,7 @@ def architecture_for(cfg: ModelConfig) -> Architecture:
         from lora_forecast.models.build import tiny_qwen2_config
 
         return Architecture.from_hf_config(tiny_qwen2_config(cfg))
-    if cfg.name_or_path in QWEN2_5_0_5B_IDS:
+    if cfg.name_or_path in QWEN2_5_0_5B_IDS and not cfg.gguf_file:
         return Architecture.qwen2_5_0_5b()
     from lora_forecast.models.build import pretrained_config
 
@@ -230,6 +230,29 @@ def run_shape(settings: Settings,
         prompt_tokens=settings.eval.context_steps * per_step,
         horizon_tokens=_generation_cap(settings, fmt, n_vars),
     )
+
+
+def short_training_context(settings: Settings) -> str | None:
+    """One line when fine-tuning windows are shorter than the prompts the model will forecast
+    from, else None. A model trained on 256-token windows and asked to continue ~500-token
+    prompts sees positions it never learned from (on the reference data with real weights its
+    test MSE rose above the untrained model's). The prompt length is taken at one integer
+    digit per number, the common case, so a config near the limit is not flagged for numbers
+    that may never occur; the bound the FLOPs use (``eval.max_int_digits``) is given beside.
+    """
+    if settings.task != "finetune" or settings.eval.skip_llm:
+        return None
+    ev, context = settings.eval, settings.data.context_tokens
+    _, n_vars, _ = series_lengths(settings)
+    fmt = token_format(settings)
+    typical = ev.context_steps * fmt.max_tokens_per_step(n_vars, 1)
+    if context >= typical:
+        return None
+    bound = ev.context_steps * fmt.max_tokens_per_step(n_vars, ev.max_int_digits)
+    return (f"data.context_tokens={context} is shorter than the evaluation's prompts "
+            f"(eval.context_steps={ev.context_steps} steps: {typical} tokens at one integer "
+            f"digit per number, at most {bound}): the model trains on shorter windows than it "
+            f"forecasts from; consider data.context_tokens>={typical}")
 
 
 def _generation_cap(settings: Settings, fmt: LLMTimeFormat, n_vars: int) -> int:

@@ -28,7 +28,12 @@ from lora_forecast.config import Settings, resolved_config, to_settings
 from lora_forecast.errors import BudgetExceededError, ConfigError, LoraForecastError
 from lora_forecast.job import discard_unused_run_dir, job_log_file, log_to_file, rerun_command
 from lora_forecast.models.build import check_model_available
-from lora_forecast.planning import CostPrediction, data_parallel_processes, predict_cost
+from lora_forecast.planning import (
+    CostPrediction,
+    data_parallel_processes,
+    predict_cost,
+    short_training_context,
+)
 from lora_forecast.results import config_digest, write_results
 from lora_forecast.summary import SummaryContext, format_summary
 from lora_forecast.tracking import make_tracker
@@ -90,6 +95,9 @@ def _run_task(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> float |
     if not settings.budget.dry_run and settings.task != "baselines" and not settings.eval.skip_llm:
         check_model_available(settings.model)  # first: a fresh clone learns about the model
     prediction = predict_cost(settings)
+    shortfall = short_training_context(settings)
+    if shortfall:
+        log.warning(shortfall)
     if settings.budget.dry_run:
         print(format_dry_run(prediction, _remaining_read_only(settings), settings.budget.max_flops))
         if not multirun:  # a dry run writes nothing under outputs/runs

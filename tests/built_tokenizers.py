@@ -23,6 +23,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
+    Gemma3TextConfig,
     GemmaConfig,
     LlamaConfig,
     MistralConfig,
@@ -102,6 +103,11 @@ FAMILIES: dict[str, tuple[type[PretrainedConfig], dict, str]] = {
     "gemma": (GemmaConfig, dict(head_dim=16), "digit_splitting"),
     "gemma2": (Gemma2Config, dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=4096),
                "digit_merging"),
+    # a 64-key window below the tests' 96-token windows, one sliding and one global layer
+    "gemma3_text": (Gemma3TextConfig, dict(head_dim=16, query_pre_attn_scalar=16,
+                                           sliding_window=64,
+                                           layer_types=["sliding_attention", "full_attention"]),
+                    "digit_splitting"),
 }
 
 

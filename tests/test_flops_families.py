@@ -57,12 +57,18 @@ CASES = {
     "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 32}),
     "gemma2": ("Gemma2Config", "Gemma2ForCausalLM",
                {"head_dim": 16, "query_pre_attn_scalar": 16, "tie_word_embeddings": False}),
+    # head_dim 32 != 64 / 4; a window of 4 keys, below the 6-token prompts + 4 decoded tokens
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM",
+                    {"head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 4,
+                     "layer_types": ["sliding_attention", "full_attention"]}),
 }
 EXTRA_TRAITS = {  # what from_hf_config must read beyond the sizes, per family
     "qwen2": {"qkv_bias": True},
     "llama": {"qkv_bias": True, "o_bias": True, "mlp_bias": True},
     "gemma": {"hidden_act": "gelu_pytorch_tanh"},
     "gemma2": {"hidden_act": "gelu_pytorch_tanh", "attn_softcap": 50.0, "final_softcap": 30.0},
+    "gemma3_text": {"hidden_act": "gelu_pytorch_tanh", "attn_softcap": None,
+                    "final_softcap": None, "sliding_window": 4, "sliding_layers": (0,)},
 }
 
 
@@ -128,7 +134,7 @@ def test_default_targets_agree_with_flop_counter(family):
                                                                                     rel=TOLERANCE)
 
 
-@pytest.mark.parametrize("family", ["phi3", "qwen3", "gemma2"])
+@pytest.mark.parametrize("family", ["phi3", "qwen3", "gemma2", "gemma3_text"])
 def test_all_linear_train_step_agrees_with_flop_counter(family):
     model, arch = _model(family)
     model = with_lora(model, 3, "all-linear")
@@ -140,6 +146,46 @@ def test_all_linear_train_step_agrees_with_flop_counter(family):
     predicted = predict(arch, mode="train", context_tokens=5, lora_rank=3,
                         lora_targets=("all-linear",), backward="autograd")
     assert predicted == pytest.approx(measured, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("context", [256, 1024])
+def test_gemma3_below_and_beyond_its_window_agrees_with_flop_counter(context):
+    """A window of 512 with a sliding and a global layer: at 1024 tokens the sliding layer's
+    eager attention still scores all N x N pairs under a mask (counted), and its KV cache keeps
+    511 positions, so each cached decode call scores 512 keys there (counted)."""
+    model, arch = _model("gemma3_text", sliding_window=512)
+    assert (arch.sliding_window, arch.sliding_layers) == (512, (0,))
+    targets = ("q_proj", "v_proj")
+    model = with_lora(model, 2, targets)
+    ids = token_ids(VOCAB, batch=1, tokens=context)
+    common = {"context_tokens": context, "lora_rank": 2, "lora_targets": targets}
+    assert predict(arch, mode="forward", **common) == pytest.approx(
+        measure(lambda: forward(model, ids)), rel=TOLERANCE)
+    model.train()
+    assert predict(arch, mode="train", backward="autograd", **common) == pytest.approx(
+        measure(lambda: train_step(model, ids)), rel=TOLERANCE)
+    assert predict(arch, mode="inference", new_tokens=3, **common) == pytest.approx(
+        measure(lambda: cached_decode(model, ids, 3, VOCAB)), rel=TOLERANCE)
+
+
+def test_windowed_kernel_would_skip_the_masked_pairs():
+    """3 layers, 1 of them global, window 2, 4 tokens: eager scores 3 * 16 pairs; a kernel
+    skipping masked blocks 1 + 2 + 3 + 4 = 10 in the global layer and 1 + 2 + 2 + 2 = 7 in
+    each sliding one."""
+    arch = Architecture(hidden=4, layers=3, heads=2, kv_heads=1, head_dim=2, intermediate=6,
+                        vocab=10, family="gemma3_text", hidden_act="gelu_pytorch_tanh",
+                        sliding_window=2, sliding_layers=(0, 1))
+    assert arch.windowed_attention_pairs(4) == (48, 10 + 2 * 7)
+    assert arch.cached_past(0, 9) == 1 and arch.cached_past(2, 9) == 9
+
+
+def test_layers_without_types_slide_when_a_window_is_set():
+    """transformers' cache rule: no ``layer_types`` and a window -> every layer slides."""
+    config = _config("mistral", sliding_window=8)
+    config.layer_types = None
+    arch = Architecture.from_hf_config(config)
+    assert (arch.sliding_window, arch.sliding_layers) == (8, (0, 1))
+    assert Architecture.from_hf_config(_config("mistral", sliding_window=None)).sliding_layers == ()
 
 
 def test_fused_qkv_lora_is_as_wide_as_q_k_and_v():
@@ -237,6 +283,14 @@ def test_gemma2_sandwich_norms_and_soft_capping():
     # backward per score and logit: g * c, g * (1 - t^2) (3), / c
     assert train["backward/attn_softcap"] == 2 * causal_pairs * 5
     assert train["backward/lm_head_softcap"] == 3 * 10 * 5
+
+
+def test_gemma3_norms_every_head_and_sandwiches_both_blocks():
+    got = _coursework(_tiny("gemma3_text", hidden_act="gelu_pytorch_tanh"))
+    per_head_row = 4 * 2 + 12  # RMSNorm over d=2, plus (1 + w): d adds a call
+    qk = (3 * 2 * per_head_row + 2) + (3 * 1 * per_head_row + 2)
+    assert got["forward/norm"] == 5 * (3 * NORM_ROW + 4) + qk  # 4 in the layer, 1 final
+    assert got["forward/embed_scale"] == 3 * 4
 
 
 def test_phi3_fused_projections_and_partial_rotary():

@@ -82,3 +82,30 @@ def test_metering_charges_one_prefill_per_system(compose_cfg) -> None:
     prefill = count("inference", 30, new_tokens=1)
     expected = prefill + sum(count("inference", 30, new_tokens=g) - prefill for g in (9, 5))
     assert _forecast_cost(settings, sampled, None) == pytest.approx(expected, rel=1e-12)
+
+
+def test_training_windows_shorter_than_the_prompts_are_pointed_out(compose_cfg) -> None:
+    """Qwen tokens, 2 variables, 2 decimals: a step is '0.25,1.50;' = 10 tokens at one integer
+    digit, 12 at eval.max_int_digits=2; 8 context steps -> prompts of 80 (at most 96) tokens."""
+    from lora_forecast.planning import short_training_context
+
+    note = short_training_context(to_settings(compose_cfg("data.context_tokens=64")))
+    assert note == ("data.context_tokens=64 is shorter than the evaluation's prompts "
+                    "(eval.context_steps=8 steps: 80 tokens at one integer digit per number, "
+                    "at most 96): the model trains on shorter windows than it forecasts from; "
+                    "consider data.context_tokens>=80")
+    assert short_training_context(to_settings(compose_cfg("data.context_tokens=80"))) is None
+    baseline = compose_cfg("+experiment=baseline", "data.context_tokens=64")
+    assert short_training_context(to_settings(baseline)) is None  # nothing is trained
+
+
+def test_the_short_context_line_comes_before_the_run_starts(compose_cfg, run_dir,
+                                                            caplog) -> None:
+    import logging
+
+    from lora_forecast.task import run_task
+
+    with caplog.at_level(logging.WARNING, logger="lora_forecast.task"):
+        run_task(compose_cfg("budget.dry_run=true"), run_dir)
+    assert [r.getMessage()[:36] for r in caplog.records] == [
+        "data.context_tokens=64 is shorter th"]

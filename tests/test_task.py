@@ -169,7 +169,8 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
         # Hydra's own composition errors, which it would print over several lines
         (["train.lr=abc"], "train.lr: Value 'abc'"),
         (["train.lrr=1"], "train.lrr: unknown key; did you mean train.lr?"),
-        (["model=nope"], "Could not find 'model/nope' (available: hf, llama-3.2-1b-instruct, "
+        (["model=nope"], "Could not find 'model/nope' (available: gemma3-270m, hf, "
+                         "llama-3.2-1b-instruct, "
                          "qwen2.5-0.5b-instruct, qwen2.5-1.5b-instruct, qwen3-0.6b, "
                          "smollm2-360m-instruct, tiny)"),
         (["train.lr=("], "Error parsing override 'train.lr=('"),

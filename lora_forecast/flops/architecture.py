@@ -36,6 +36,11 @@ class Architecture:
         rotary_dim: dims of each head RoPE rotates (None: all ``head_dim``; Phi-3 partial).
         attn_softcap: attention scores soft-capped as ``c * tanh(s / c)`` (Gemma-2), or None.
         final_softcap: logits soft-capped the same way (Gemma-2), or None.
+        sliding_window: keys a sliding-window layer attends to (None: no such layers).
+        sliding_layers: indices of the sliding-window layers (Gemma 3: five in six). Their
+            KV cache keeps only the last ``sliding_window - 1`` positions, so a cached call
+            scores at most that many past keys; without a cache they score all N x N pairs
+            under a mask (eager and SDPA), as counted.
     """
 
     hidden: int
@@ -54,6 +59,8 @@ class Architecture:
     rotary_dim: int | None = None
     attn_softcap: float | None = None
     final_softcap: float | None = None
+    sliding_window: int | None = None
+    sliding_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -75,6 +82,12 @@ class Architecture:
             cap = getattr(self, name)
             if cap is not None and not cap > 0:
                 raise ValueError(f"Architecture.{name}: must be > 0 or None, got {cap!r}")
+        if self.sliding_layers and not (self.sliding_window and self.sliding_window >= 1):
+            raise ValueError(f"Architecture.sliding_window: must be >= 1 with sliding layers, "
+                             f"got {self.sliding_window!r}")
+        if any(not 0 <= i < self.layers for i in self.sliding_layers):
+            raise ValueError(f"Architecture.sliding_layers: must be layer indices below "
+                             f"{self.layers}, got {self.sliding_layers!r}")
 
     @property
     def traits(self) -> Family:
@@ -100,6 +113,29 @@ class Architecture:
     def rope_width(self) -> int:
         """Dims of each head that RoPE rotates."""
         return self.rotary_dim or self.head_dim
+
+    def cached_past(self, layer: int, past: int) -> int:
+        """Past keys layer ``layer`` scores in a cached call after ``past`` positions: a
+        sliding-window layer's cache holds at most ``sliding_window - 1`` of them."""
+        if layer in self.sliding_layers:
+            return min(past, self.sliding_window - 1)
+        return past
+
+    def windowed_attention_pairs(self, tokens: int) -> tuple[int, int]:
+        """(query, key) pairs per head, summed over layers, of one pass over ``tokens``
+        positions: as eager and SDPA compute them (N x N in every layer, masked), and as a
+        kernel that skips masked blocks would (flash-attention: the causal triangle in global
+        layers, the causal pairs within the window in sliding ones).
+
+        The difference is what such a kernel would save on the attention products; this
+        accounting counts the first (what runs here).
+        """
+        dense = self.layers * tokens * tokens
+        window = self.sliding_window or tokens
+        in_window = sum(min(i + 1, window) for i in range(tokens))
+        sliding = len(self.sliding_layers)
+        causal = tokens * (tokens + 1) // 2
+        return dense, (self.layers - sliding) * causal + sliding * in_window
 
     def module_shape(self, name: str) -> tuple[int, int]:
         """(in_features, out_features) of a decoder-layer linear, by its HF module name.
@@ -192,6 +228,7 @@ class Architecture:
             if traits.softcapping else None,
             final_softcap=getattr(config, "final_logit_softcapping", None)
             if traits.softcapping else None,
+            **_sliding(config),
         )
 
     @classmethod
@@ -199,6 +236,20 @@ class Architecture:
         """Qwen2.5-0.5B(-Instruct), from the SPEC's model facts (~494M parameters)."""
         return cls(hidden=896, layers=24, heads=14, kv_heads=2, head_dim=64,
                    intermediate=4864, vocab=151936, tied_embeddings=True, qkv_bias=True)
+
+
+def _sliding(config: Any) -> dict[str, Any]:
+    """``sliding_window`` and the sliding layers' indices, read as transformers' DynamicCache
+    reads them (``config.layer_types``; without it, every layer when ``sliding_window`` is
+    set): those layers' caches keep only the window."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return {}
+    types = getattr(config, "layer_types", None)
+    layers = int(config.num_hidden_layers)
+    indices = tuple(range(layers)) if types is None else tuple(
+        i for i, kind in enumerate(types) if kind == "sliding_attention")
+    return {"sliding_window": int(window), "sliding_layers": indices} if indices else {}
 
 
 def _rotary_dim(config: Any, head_dim: int) -> int | None:

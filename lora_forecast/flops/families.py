@@ -9,10 +9,14 @@ To add a family: read its ``modeling_<type>.py`` in transformers, add one :class
 :mod:`lora_forecast.flops.graph` any op it lacks, and add it to the parametrised table of
 ``tests/test_flops_families.py`` (FlopCounterMode agreement on a tiny random-init model).
 
-Sliding-window attention (Mistral, Gemma-2's alternate layers, Qwen2/3 when enabled, Phi-3's
-``sliding_window``) is counted as full causal attention. That is exact while prompt plus
-generated tokens fit in the window (4096 for Mistral and Gemma-2, 2047 for Phi-3-mini: far above
-our contexts) and an upper bound beyond it, so a budget reservation stays safe either way.
+Sliding-window attention (Mistral, Gemma-2's alternate layers, Gemma 3's five local layers in
+six, Qwen2/3 when enabled, Phi-3's ``sliding_window``) is counted as full causal attention. That
+is exact while prompt plus generated tokens fit in the window (4096 for Mistral and Gemma-2,
+2047 for Phi-3-mini, 512 for Gemma 3 270M) and beyond it it is what the attention kernels in use
+really compute: eager and SDPA apply the window as a mask over the full N x N scores, so the
+masked pairs are computed and thrown away (``FlopCounterMode`` agrees; tested beyond the window
+in ``tests/test_flops_families.py``). A windowed kernel (flash-attention with
+``window_size``) would skip them: :meth:`Architecture.windowed_attention_pairs` says how many.
 """
 
 from __future__ import annotations
@@ -61,12 +65,12 @@ class Family:
             ``config.attention_bias`` puts a bias on q, k, v and o_proj (Llama, Qwen3, Gemma).
         mlp_bias_key: config attribute that puts a bias on gate/up/down (Llama's ``mlp_bias``).
         activation_key: config attribute naming the MLP activation.
-        qk_norm: RMSNorm over each head's q and k after projection (Qwen3).
+        qk_norm: RMSNorm over each head's q and k after projection (Qwen3, Gemma 3).
         sandwich_norms: RMSNorm after attention and after the MLP too (Gemma-2).
         norm_offset: RMSNorm scales by ``1 + weight``, one add per element per call (Gemma).
         embed_scale: embeddings multiplied by sqrt(D) (Gemma).
         partial_rotary: RoPE rotates ``partial_rotary_factor * head_dim`` dims only (Phi-3).
-        softcapping: reads attention and final logit soft-capping (Gemma-2).
+        softcapping: reads attention and final logit soft-capping (Gemma-2; Gemma 3).
     """
 
     model_type: str
@@ -108,6 +112,10 @@ FAMILIES: dict[str, Family] = {
         Family("gemma", **_GEMMA),
         Family("gemma2", **_GEMMA, activation_key="hidden_activation", sandwich_norms=True,
                softcapping=True),
+        # Gemma 3 text: Gemma-2's layer plus per-head q/k norms; soft-capping read (None in the
+        # released configs); sliding/global layers counted as full attention (module doc)
+        Family("gemma3_text", **_GEMMA, activation_key="hidden_activation", sandwich_norms=True,
+               softcapping=True, qk_norm=True),
     )
 }
 

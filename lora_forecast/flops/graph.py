@@ -44,7 +44,7 @@ as soon as any LoRA sits in that layer or before it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lora_forecast.flops.architecture import Architecture
 from lora_forecast.flops.families import ACTIVATIONS
@@ -251,18 +251,21 @@ def model_graph(arch: Architecture, call: Call, lora: Lora,
                 head_vocab: int) -> list[tuple[int, list[Op]]]:
     """The ops of one call, as (multiplicity, ops) blocks.
 
-    Layers differ only in whether their input requires grad, so at most two distinct layer
-    blocks exist: the layers before (and including) the first one holding a LoRA, and the rest.
+    Layers differ only in whether their input requires grad (the layers before and including
+    the first one holding a LoRA, and the rest) and, in a cached call beyond a sliding window,
+    in how many past keys they score (:meth:`Architecture.cached_past`), so few distinct layer
+    blocks exist.
     """
-    built: dict[bool, tuple[list[Op], bool]] = {}
-    counts: dict[bool, int] = {}
+    built: dict[tuple[bool, int], tuple[list[Op], bool]] = {}
+    counts: dict[tuple[bool, int], int] = {}
     x_grad = False
-    for _ in range(arch.layers):
-        if x_grad not in built:
-            built[x_grad] = _layer(arch, call, lora, x_grad)
-        counts[x_grad] = counts.get(x_grad, 0) + 1
-        x_grad = built[x_grad][1]
-    blocks = [(counts[g], built[g][0]) for g in counts]
+    for index in range(arch.layers):
+        key = (x_grad, arch.cached_past(index, call.past))
+        if key not in built:
+            built[key] = _layer(arch, replace(call, past=key[1]), lora, x_grad)
+        counts[key] = counts.get(key, 0) + 1
+        x_grad = built[key][1]
+    blocks = [(counts[k], built[k][0]) for k in counts]
     if arch.traits.embed_scale:  # Gemma: embeddings * sqrt(D), (t, D)
         blocks.insert(0, (1, [Pointwise("embed_scale", call.batch * call.rows * arch.hidden)]))
     return [*blocks, (1, _head(arch, call, lora, head_vocab, x_grad))]

@@ -21,6 +21,7 @@ from transformers import (
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.errors import ModelLoadError
 from lora_forecast.flops import Architecture, resolve_lora_targets
+from lora_forecast.models.gguf_cache import resolve_checkpoint
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
     Raises:
         ModelLoadError: in one sentence naming ``model=tiny`` and local paths when offline.
     """
+    cfg = resolve_checkpoint(cfg)  # a GGUF file: its dequantized, cached folder
     try:
         return AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision)
     except (OSError, ValueError) as exc:
@@ -86,6 +88,7 @@ def load_dtype(cfg: ModelConfig, on_cuda: bool) -> torch.dtype | str:
 
 
 def _load_pretrained(cfg: ModelConfig) -> PreTrainedModel:
+    cfg = resolve_checkpoint(cfg)
     dtype = load_dtype(cfg, torch.cuda.is_available())
     attn = None if cfg.attn_implementation == "auto" else cfg.attn_implementation
     try:

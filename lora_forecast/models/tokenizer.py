@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lora_forecast.config import ModelConfig
 from lora_forecast.errors import ModelLoadError
+from lora_forecast.models.gguf_cache import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -103,4 +104,5 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """
     if cfg.kind == "tiny":
         return _load()
+    cfg = resolve_checkpoint(cfg)  # a GGUF file: the tokenizer saved beside its weights
     return _cached_pretrained((cfg.name_or_path, cfg.revision))
