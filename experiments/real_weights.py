@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ENTRY = [sys.executable, "-m", "lora_forecast"]
-LV_DATA = "/work/shared/data/lotka_volterra_data.h5"
+LV_DATA = "data/lotka_volterra_data.h5"  # the product's default data.path
 BASELINES = "[persistence,linear_ar,auto_arima,auto_ets,theta]"
 QWEN_FIXTURE_FILE = "qwen2.5-coder-0.5b-instruct.gguf"
 QWEN_FIXTURE_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -77,7 +77,7 @@ def _qwen_args(args: argparse.Namespace) -> list[str]:
 
 # --model -> recipe. The LoRA defaults are the runs of issue 24 that beat the untrained model.
 MODELS: dict[str, Recipe] = {
-    "gemma3-270m": Recipe(lambda a: ["model=gemma3-270m"], 8, 2e-4, 512, 150, 25),
+    "gemma3-270m": Recipe(lambda a: ["model=gemma3-270m"], 8, 2e-4, 512, 80, 40),
     "qwen-fixture": Recipe(_qwen_args, 8, 1e-4, 512, 60, 20),
     "tiny": Recipe(lambda a: ["model=tiny"], 8, 1e-3, 64, 2, 1),
 }
