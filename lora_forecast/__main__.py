@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -12,11 +10,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lora_forecast.cli import (
-    FULL_ERROR,
     config_groups_text,
     restore_user_error_setting,
     run_cli,
     schema_choice_error,
+    user_errors,
 )
 from lora_forecast.config import register_configs
 from lora_forecast.errors import ConfigError
@@ -48,10 +46,8 @@ def _refuse(message: str, run_dir: Path, output_dir: Path, multirun: bool) -> No
     """A config error found here, reported like the task's own (one line, exit 1)."""
     if not multirun:
         discard_unused_run_dir(run_dir, output_dir)
-    if multirun or os.environ.get(FULL_ERROR) == "1":
+    with user_errors(reraise=multirun):
         raise ConfigError(message)
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
 
 
 def cli() -> None:

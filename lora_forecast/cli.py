@@ -24,6 +24,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -189,3 +190,37 @@ def run_cli(main: Callable[[], Any]) -> None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (LoraForecastError, OmegaConfBaseException)
+
+
+def report_user_error(exc: BaseException, exit_code: int = 1) -> int:
+    """The one rule every command follows for a user's mistake: ``error: <one line>`` on stderr
+    and a non-zero exit status (returned, for commands whose ``main`` returns one); under
+    ``HYDRA_FULL_ERROR=1`` the exception is re-raised with its traceback instead."""
+    if os.environ.get(FULL_ERROR) == "1":
+        raise exc
+    message = one_line_error(exc) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    print(f"error: {message}", file=sys.stderr)
+    return exit_code
+
+
+@contextmanager
+def user_errors(catch: tuple[type[BaseException], ...] = USER_ERRORS, *,
+                exit_code: Callable[[BaseException], int] = lambda exc: 1,
+                reraise: bool = False,
+                on_error: Callable[[BaseException], None] | None = None) -> Iterator[None]:
+    """:func:`report_user_error` around a command's body, then ``sys.exit``.
+
+    ``on_error`` runs first (log the error, remove a run folder nothing was written to);
+    ``reraise`` keeps the exception (a sweep's trial: the sweeper records the failure).
+    """
+    try:
+        yield
+    except catch as exc:
+        if on_error is not None:
+            on_error(exc)
+        if reraise:
+            raise
+        sys.exit(report_user_error(exc, exit_code(exc)))

@@ -15,8 +15,6 @@ A run with ``model.lm_head_bias=true`` (the reference study's trainable output b
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +22,9 @@ import hydra
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from lora_forecast.cli import one_line_error, restore_user_error_setting, run_cli
-from lora_forecast.errors import ConfigError, LoraForecastError
+from lora_forecast.cli import restore_user_error_setting, run_cli, user_errors
+from lora_forecast.errors import ConfigError
 from lora_forecast.job import atomic_directory
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.paths import config_dir
@@ -108,13 +105,8 @@ def main(cfg: DictConfig) -> None:
     from lora_forecast.quiet import quiet_third_party
 
     quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
-    try:
+    with user_errors():  # e.g. run= not given
         path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
-    except (LoraForecastError, OmegaConfBaseException) as exc:  # e.g. run= not given
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {one_line_error(exc)}", file=sys.stderr)
-        sys.exit(1)
     print(f"exported {cfg.run} -> {path}" + (" (adapter + merged model)" if cfg.merge else ""))
 
 

@@ -9,7 +9,6 @@ here, and the tracker is closed. User errors become one line and a non-zero exit
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import traceback
@@ -24,6 +23,7 @@ from lora_forecast.budget.guard import format_dry_run, rejection_message
 from lora_forecast.budget.journal import JOURNAL_FILE, CarriedSpend, carried_spend
 from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
+from lora_forecast.cli import user_errors
 from lora_forecast.config import Settings, resolved_config, to_settings
 from lora_forecast.errors import BudgetExceededError, ConfigError, LoraForecastError
 from lora_forecast.job import discard_unused_run_dir, job_log_file, log_to_file, rerun_command
@@ -74,16 +74,18 @@ def run_task(cfg: DictConfig, run_dir: Path, *, multirun: bool = False) -> float
     User errors print ``error: ...`` and exit 1 (or are re-raised under ``HYDRA_FULL_ERROR=1``
     or inside a multirun, where the sweeper records them as a failed trial).
     """
-    try:
-        return _run_task(cfg, run_dir, multirun)
-    except LoraForecastError as exc:
+    def settle(exc: BaseException) -> None:
         log_to_file(f"error: {exc}", logging.ERROR)
         if not multirun:  # stopped before anything ran: no empty run folder is left behind
             discard_unused_run_dir(run_dir, Path(cfg.output_dir))
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else 1)
+
+    try:
+        with user_errors((LoraForecastError,), reraise=multirun, on_error=settle,
+                         exit_code=lambda exc: EXIT_INTERRUPTED
+                         if isinstance(exc, RunInterrupted) else 1):
+            return _run_task(cfg, run_dir, multirun)
+    except LoraForecastError:
+        raise  # re-raised for a sweep or HYDRA_FULL_ERROR=1: already logged above
     except Exception:  # a bug: Hydra prints it; the run's log keeps the traceback too
         log_to_file(traceback.format_exc(), logging.ERROR)
         raise

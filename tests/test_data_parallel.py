@@ -35,6 +35,8 @@ from lora_forecast.training.batches import BatchOrder
 from lora_forecast.training.distributed import LossModule
 from lora_forecast.training.pruning import PRUNED_AT_ATTR, PRUNER_ATTR
 
+pytestmark = pytest.mark.integration  # several processes or a whole command
+
 # 8 steps planned; min_delta=100 makes the 2nd evaluation (step 4) "no improvement", so rank 0
 # decides early stopping there and rank 1 must follow it (or hang in the next step's allreduce).
 EARLY_STOP = ("train.max_steps=8", "train.patience=1", "train.min_delta=100")

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import lora_forecast.flops as flops
 from lora_forecast.flops import CONVENTIONS, Architecture, FlopsReport, count_flops
 
 # D=4, one layer, H=2 query heads sharing KV=1 head of width d=2, I=6, V=10.
@@ -245,12 +244,3 @@ def test_report_is_read_only_but_copies_and_pickles():
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.total = 0.0  # type: ignore[misc]
 
-
-def test_budget_callback_is_resolved_lazily():
-    with pytest.raises(AttributeError):
-        _ = flops.NoSuchThing
-    try:
-        from lora_forecast.budget.callback import BudgetCallback
-    except ImportError:
-        pytest.skip("lora_forecast.budget.callback is not written yet")
-    assert flops.BudgetCallback is BudgetCallback

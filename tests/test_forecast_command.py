@@ -329,3 +329,29 @@ def test_forecast_and_export_commands_print_no_warning(trained: Path, tmp_path: 
         assert noisy == [], (command[0], noisy)
     assert (tmp_path / "fc" / "forecasts.csv").is_file()
     assert (tmp_path / "export" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_the_command_predicts_with_the_planners_one_cost_formula(tmp_path, monkeypatch) -> None:
+    """No second formula: replace the planner's per-series forecast cost with a fake that
+    records what it is asked, and the command's prediction is the fake's sum."""
+    import lora_forecast.planning as planning
+    from lora_forecast.config import to_settings
+    from lora_forecast.forecast.command import predict_forecast_flops
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*SHRINK, "eval.num_samples=3"])
+    settings = to_settings(cfg)
+    asked: list[tuple[int, list[int]]] = []
+
+    def fake_cost(count, prompt_tokens, generated):
+        asked.append((prompt_tokens, list(generated)))
+        return 1000.0 * prompt_tokens + sum(generated)
+
+    monkeypatch.setattr(planning, "system_forecast_cost", fake_cost)
+    contexts = [np.ones((5, 2)), np.ones((7, 2))]  # 5 and 7 steps of 2 variables
+    per_step = planning.token_format(settings).max_tokens_per_step(2, settings.eval.max_int_digits)
+    g = 4 * per_step - 1  # a horizon of 4 steps, the last separator not generated
+    predicted = predict_forecast_flops(settings, contexts, horizon=4)
+    assert asked == [(5 * per_step, [g] * 3), (7 * per_step, [g] * 3)]
+    expected = 1000.0 * 12 * per_step + 6 * g
+    assert predicted == pytest.approx(expected * (1 + planning.ROUNDING_MARGIN), rel=1e-12)

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SHRINK, subprocess_env
 
+pytestmark = pytest.mark.integration  # several processes or a whole command
+
 MARKER = "<!-- runnable -->"
 MAIN = re.compile(r"(^|\s)python -m lora_forecast(\s|$)")
 

@@ -27,6 +27,8 @@ from lora_forecast.training.pruning import open_storage
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 import submitit  # noqa: E402  (after the skip: an optional extra)
 
+pytestmark = pytest.mark.integration  # several processes or a whole command
+
 # 4 trials, 2 at once; two steps each, no baselines: a few seconds of work per trial.
 SPACE = ["lora.rank=choice(2,4)", "train.lr=choice(1e-3,3e-3)"]
 TOY = [*SHRINK, "train.max_steps=2", "eval.baselines=[]"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -106,7 +107,7 @@ def test_objective_values_must_be_finite_numbers(value, ok):
 def test_storage_strings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert journal_path("journal:a/b.log").name == "b.log"
-    assert journal_path("outputs/optuna.journal") is not None
+    assert journal_path("outputs/optuna.journal") == Path("outputs/optuna.journal")
     assert journal_path("postgresql://u@h/db") is None
     assert absolute_storage("sqlite:///out/o.sqlite") == f"sqlite:///{tmp_path}/out/o.sqlite"
     assert absolute_storage("journal:o.log") == f"journal:{tmp_path}/o.log"

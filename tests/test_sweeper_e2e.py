@@ -11,12 +11,15 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from conftest import REPO, subprocess_env
 from optuna.trial import TrialState
 
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.training.pruning import open_storage
+
+pytestmark = pytest.mark.integration  # several processes or a whole command
 
 HS = ("hparams_search" if "hparams_search" in (REPO / "conf" / "config.yaml").read_text()
       else "+hparams_search")

@@ -28,6 +28,8 @@ from lora_forecast.config import to_settings
 from lora_forecast.planning import predict_cost
 from lora_forecast.training.pruning import open_storage
 
+pytestmark = pytest.mark.integration  # several processes or a whole command
+
 APP = REPO / "tests" / "sweeper_app" / "app.py"
 _spec = importlib.util.spec_from_file_location("sweeper_app", APP)
 app = importlib.util.module_from_spec(_spec)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.budget.report import FORMATS, format_studies, format_table, studies_of
+from lora_forecast.cli import report_user_error
 from lora_forecast.config import BudgetConfig
 from lora_forecast.errors import LoraForecastError
 
@@ -87,9 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(args.handler(args))
     except (LoraForecastError, ValueError, sa.exc.SQLAlchemyError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"error: {first_line}", file=sys.stderr)
-        return 2
+        return report_user_error(exc, 2)
     return 0
 
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lora_forecast.cli import report_user_error
 from lora_forecast.data.generator import generate_lotka_volterra, provenance, write_trajectories
 from lora_forecast.errors import LoraForecastError
 
@@ -45,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(_generate(args))
     except (LoraForecastError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_user_error(exc, 2)
     return 0
 
 

@@ -10,13 +10,11 @@ Families (``model_type``: qwen2, qwen3, llama, mistral, phi3, gemma, gemma2) are
 :mod:`lora_forecast.flops.families`; ``Architecture.from_hf_config`` rejects any other with
 :class:`UnsupportedArchitecture`, and :func:`resolve_lora_targets` checks LoRA targets.
 
-``BudgetCallback`` (training-time metering) lives in :mod:`lora_forecast.budget.callback`
-and is re-exported lazily to avoid a circular import.
+Training-time metering (``BudgetCallback``) lives in :mod:`lora_forecast.budget.callback`: the
+budget depends on FLOPs, never the other way round.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from lora_forecast.flops.api import ACCOUNTINGS, count_flops
 from lora_forecast.flops.architecture import Architecture
@@ -35,7 +33,6 @@ __all__ = [
     "ACCOUNTINGS",
     "CONVENTIONS",
     "Architecture",
-    "BudgetCallback",
     "Convention",
     "FAMILIES",
     "Family",
@@ -47,10 +44,3 @@ __all__ = [
     "resolve_lora_targets",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "BudgetCallback":
-        from lora_forecast.budget.callback import BudgetCallback
-
-        return BudgetCallback
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

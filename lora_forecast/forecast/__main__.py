@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from dataclasses import dataclass
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from lora_forecast.cli import one_line_error, restore_user_error_setting, run_cli
+from lora_forecast.cli import restore_user_error_setting, run_cli, user_errors
 from lora_forecast.config import Settings, register_configs, resolved_config, to_settings
-from lora_forecast.errors import LoraForecastError
 from lora_forecast.paths import config_dir
 
 register_configs()
@@ -64,16 +60,11 @@ def main(cfg: DictConfig) -> None:
 
     quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
 
-    try:
+    with user_errors():  # e.g. input= not given
         job = ForecastJob(cfg.run, str(cfg.input), int(cfg.horizon), str(cfg.out),
                           int(cfg.plot_series))
         settings, config = _settings(cfg)
         out = run_forecast_job(job, settings, config)
-    except (LoraForecastError, OmegaConfBaseException) as exc:  # e.g. input= not given
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {one_line_error(exc)}", file=sys.stderr)
-        sys.exit(1)
     print(f"forecasts written to {out}")
 
 

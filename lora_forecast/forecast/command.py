@@ -128,18 +128,14 @@ def predict_forecast_flops(settings: Settings, contexts: list[np.ndarray], horiz
     """Upper bound of the forecast's FLOPs: per series one prefill of its prompt, then each of
     ``eval.num_samples`` samples decodes the horizon (the run's own forecasting rule). A '-'
     per number is counted when ``data.signed`` (resolved) is true."""
-    from lora_forecast.planning import ROUNDING_MARGIN, flops_counter, token_format
+    from lora_forecast.planning import ROUNDING_MARGIN, forecast_cost, token_format
 
-    count = flops_counter(settings)
     n_vars = contexts[0].shape[1]
     per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
-    total = 0.0
-    for c in contexts:
-        prompt = len(c) * per_step
-        one = count("inference", prompt, new_tokens=horizon * per_step - 1)
-        prefill = count("inference", prompt, new_tokens=1)
-        total += one + (settings.eval.num_samples - 1) * (one - prefill)
-    return total * (1 + ROUNDING_MARGIN)
+    generated = [horizon * per_step - 1] * settings.eval.num_samples  # per sample, a bound
+    spent = forecast_cost(settings, [len(c) * per_step for c in contexts],
+                          [generated] * len(contexts))  # the planner's one cost formula
+    return spent * (1 + ROUNDING_MARGIN)
 
 
 def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any]) -> Path:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lora_forecast.cli import report_user_error
 from lora_forecast.errors import ConfigError, LoraForecastError
 from lora_forecast.evaluation.paired import PairedComparison, paired_difference, per_series_by_id
 from lora_forecast.results import RESULTS_FILE, read_results
@@ -66,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cmp = compare_runs(args.run_a, args.run_b, args.metric, args.resamples)
     except LoraForecastError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_user_error(exc, 2)
     verdict = ("A lower" if cmp.high < 0 else "B lower" if cmp.low > 0
                else "no clear difference")
     print(f"{args.metric} A - B: {cmp.mean:.4g} [{cmp.low:.4g}, {cmp.high:.4g}] over {cmp.n} "
