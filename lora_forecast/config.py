@@ -22,15 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lora_forecast.errors import ConfigError, omegaconf_key_and_reason
+from lora_forecast.flops.api import ACCOUNTINGS as FLOPS_ACCOUNTINGS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NUMBER_FORMATS = ("decimal", "digits")  # lora_forecast.llmtime.codec (kept import-free here)
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = ("constant", "linear", "cosine")  # training.schedule (tested equal)
 # val/loss, and lora_forecast.evaluation.scoring.POINT_MONITORS of the validation forecasts
 # (kept import-free here; a test checks they agree)
 MONITORS = ("val/loss", "val/mse", "val/mae", "val/mase", "val/smape", "val/mase_rel")
-HEADS = ("full", "numeric")
-ACCOUNTINGS = ("seed", "exact")
+HEADS = ("full", "numeric")  # models.numeric_head.HEAD_LOSSES (import-free; tested equal)
+LOGGERS = ("none", "wandb")  # tracking.TRACKERS (import-free; tested equal)
+ACCOUNTINGS = tuple(FLOPS_ACCOUNTINGS)  # the FLOPs registry (pure Python, no torch)
 LAYOUTS = ("auto", "long", "wide")
 MISSING = ("error", "interpolate")
 SCALINGS = ("global", "per_series")
@@ -418,9 +420,9 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.name in ("none", "wandb"),
+            self.name in LOGGERS,
             "logger.name",
-            f"must be none or wandb, got {self.name!r}",
+            f"must be one of {LOGGERS}, got {self.name!r}",
         )
         _require(
             self.mode in ("offline", "online", "disabled"),

@@ -106,3 +106,19 @@ def test_monitors_are_the_validation_loss_and_the_scorings_point_monitors() -> N
     from lora_forecast.evaluation.scoring import POINT_MONITORS
 
     assert ("val/loss", *(f"val/{m}" for m in POINT_MONITORS)) == MONITORS
+
+
+def test_config_vocabularies_are_the_registries_keys() -> None:
+    """config.py validates without importing torch, so it names the registries' keys itself;
+    these must be exactly the keys the registries dispatch on (accountings are read from the
+    FLOPs registry itself: it is pure Python)."""
+    from lora_forecast import config
+    from lora_forecast.llmtime import NUMBER_FORMATS
+    from lora_forecast.models.numeric_head import HEAD_LOGITS, HEAD_LOSSES
+    from lora_forecast.tracking import TRACKERS
+    from lora_forecast.training.schedule import SCHEDULER_NAMES
+
+    assert set(config.HEADS) == set(HEAD_LOSSES) == set(HEAD_LOGITS)
+    assert set(config.LOGGERS) == set(TRACKERS)
+    assert set(config.SCHEDULES) == set(SCHEDULER_NAMES)
+    assert config.NUMBER_FORMATS == NUMBER_FORMATS
