@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from lora_forecast.config import DataConfig
+from lora_forecast.data.filetypes import file_kind, suffixes_of
 from lora_forecast.data.series import SeriesSet, read_hdf5_series
-from lora_forecast.data.tabular import TABLE_SUFFIXES, read_table
+from lora_forecast.data.tabular import read_table
 from lora_forecast.errors import DataFormatError
 
-HDF5_SUFFIXES = (".h5", ".hdf5")
-
-__all__ = ["HDF5_SUFFIXES", "read_series"]
+__all__ = ["read_series"]
 
 
 def read_series(path: str | Path, cfg: DataConfig) -> SeriesSet:
@@ -25,10 +24,11 @@ def read_series(path: str | Path, cfg: DataConfig) -> SeriesSet:
     Raises:
         DataFormatError: one line naming the file (and row, series or column).
     """
-    suffix = Path(path).suffix.lower()
-    if suffix in HDF5_SUFFIXES:  # populations (SPEC): non-negative unless declared signed
+    kind = file_kind(path)
+    if kind == "hdf5":  # populations (SPEC): non-negative unless declared signed
         return read_hdf5_series(path, non_negative=cfg.signed is not True)
-    if suffix in TABLE_SUFFIXES:
+    if kind is not None:
         return read_table(path, cfg)
+    suffix = Path(path).suffix.lower()
     raise DataFormatError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
-                          f"use {', '.join(HDF5_SUFFIXES + TABLE_SUFFIXES)}")
+                          f"use {', '.join(suffixes_of('hdf5', 'csv', 'parquet'))}")

@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 
 from lora_forecast.config import DataConfig
+from lora_forecast.data.filetypes import file_kind
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.errors import DataFormatError
 
-__all__ = ["TABLE_SUFFIXES", "read_table"]
+__all__ = ["read_table"]
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 _ROW = "__row__"  # 1-based data row of each table row, kept through grouping for messages
 
 
@@ -45,14 +45,14 @@ def _fail(path: str | Path, message: str) -> DataFormatError:
 def _read_frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise _fail(path, "file not found")
-    suffix = path.suffix.lower()
+    kind = file_kind(path)
     try:
-        if suffix == ".csv":
+        if kind == "csv":
             frame = pd.read_csv(path, skipinitialspace=True)
-        elif suffix in (".parquet", ".pq"):
+        elif kind == "parquet":
             frame = pd.read_parquet(path)
         else:
-            raise _fail(path, f"unsupported file type {suffix!r} (csv, parquet or h5)")
+            raise _fail(path, f"unsupported file type {path.suffix.lower()!r} (csv, parquet or h5)")
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         if isinstance(exc, DataFormatError):
             raise

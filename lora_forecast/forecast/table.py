@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lora_forecast.config import DataConfig
+from lora_forecast.data.filetypes import file_kind
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.timeaxis import FutureAxis
 
@@ -37,7 +38,7 @@ DEFAULT_ID = "series_id"  # the id column where the input has none (HDF5)
 
 def _shape(cfg: DataConfig, input_path: Path, columns: list[str] | None) -> str:
     """``rows`` (one variable per row), ``columns`` (id + a column per variable) or ``wide``."""
-    if input_path.suffix.lower() in (".h5", ".hdf5"):
+    if file_kind(input_path) == "hdf5":
         return "rows"
     layout = cfg.layout
     if layout == "auto":
@@ -110,8 +111,7 @@ def scored_frame(series: SeriesSet, future: np.ndarray, truth: np.ndarray, fc: A
 
 def output_name(input_path: Path) -> str:
     """``forecasts.parquet`` for a Parquet input, ``forecasts.csv`` otherwise."""
-    parquet = input_path.suffix.lower() in (".parquet", ".pq")
-    return "forecasts.parquet" if parquet else "forecasts.csv"
+    return "forecasts.parquet" if file_kind(input_path) == "parquet" else "forecasts.csv"
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> Path:
@@ -119,7 +119,7 @@ def write_frame(frame: pd.DataFrame, path: Path) -> Path:
     folder and a rename (like ``results.json``): a reader never sees half a table."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if path.suffix == ".parquet":
+        if file_kind(path) == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
@@ -144,10 +144,10 @@ def left_padded(arrays: list[np.ndarray]) -> np.ndarray:
 
 def input_columns(input_path: Path) -> list[str] | None:
     """The input table's column names (None for HDF5), read without the data."""
-    suffix = input_path.suffix.lower()
-    if suffix == ".csv":
+    kind = file_kind(input_path)
+    if kind == "csv":
         return [str(c) for c in pd.read_csv(input_path, nrows=0).columns]
-    if suffix in (".parquet", ".pq"):
+    if kind == "parquet":
         import pyarrow.parquet as pq
 
         return [str(c) for c in pq.read_schema(input_path).names]
