@@ -43,4 +43,3 @@ __all__ = [
     "family_of",
     "resolve_lora_targets",
 ]
-
