@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -11,10 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lora_forecast.cli import (
     config_groups_text,
+    report_user_error,
     restore_user_error_setting,
     run_cli,
     schema_choice_error,
-    user_errors,
 )
 from lora_forecast.config import register_configs
 from lora_forecast.errors import ConfigError
@@ -44,10 +45,10 @@ def main(cfg: DictConfig) -> float | None:
 
 def _refuse(message: str, run_dir: Path, output_dir: Path, multirun: bool) -> None:
     """A config error found here, reported like the task's own (one line, exit 1)."""
-    if not multirun:
-        discard_unused_run_dir(run_dir, output_dir)
-    with user_errors(reraise=multirun):
+    if multirun:
         raise ConfigError(message)
+    discard_unused_run_dir(run_dir, output_dir)
+    sys.exit(report_user_error(ConfigError(message)))
 
 
 def cli() -> None:

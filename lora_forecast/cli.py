@@ -207,20 +207,10 @@ def report_user_error(exc: BaseException, exit_code: int = 1) -> int:
 
 
 @contextmanager
-def user_errors(catch: tuple[type[BaseException], ...] = USER_ERRORS, *,
-                exit_code: Callable[[BaseException], int] = lambda exc: 1,
-                reraise: bool = False,
-                on_error: Callable[[BaseException], None] | None = None) -> Iterator[None]:
-    """:func:`report_user_error` around a command's body, then ``sys.exit``.
-
-    ``on_error`` runs first (log the error, remove a run folder nothing was written to);
-    ``reraise`` keeps the exception (a sweep's trial: the sweeper records the failure).
-    """
+def user_errors() -> Iterator[None]:
+    """:func:`report_user_error` around a Hydra command's body (exit 1), for our errors and
+    OmegaConf's (e.g. a required key such as ``input=`` not given)."""
     try:
         yield
-    except catch as exc:
-        if on_error is not None:
-            on_error(exc)
-        if reraise:
-            raise
-        sys.exit(report_user_error(exc, exit_code(exc)))
+    except USER_ERRORS as exc:
+        sys.exit(report_user_error(exc))

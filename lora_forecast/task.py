@@ -23,7 +23,7 @@ from lora_forecast.budget.guard import format_dry_run, rejection_message
 from lora_forecast.budget.journal import JOURNAL_FILE, CarriedSpend, carried_spend
 from lora_forecast.budget.ledger import Ledger, LedgerError, Rejection
 from lora_forecast.budget.meter import FlopsMeter
-from lora_forecast.cli import user_errors
+from lora_forecast.cli import report_user_error
 from lora_forecast.config import Settings, resolved_config, to_settings
 from lora_forecast.errors import BudgetExceededError, ConfigError, LoraForecastError
 from lora_forecast.job import discard_unused_run_dir, job_log_file, log_to_file, rerun_command
@@ -74,18 +74,14 @@ def run_task(cfg: DictConfig, run_dir: Path, *, multirun: bool = False) -> float
     User errors print ``error: ...`` and exit 1 (or are re-raised under ``HYDRA_FULL_ERROR=1``
     or inside a multirun, where the sweeper records them as a failed trial).
     """
-    def settle(exc: BaseException) -> None:
-        log_to_file(f"error: {exc}", logging.ERROR)
-        if not multirun:  # stopped before anything ran: no empty run folder is left behind
-            discard_unused_run_dir(run_dir, Path(cfg.output_dir))
-
     try:
-        with user_errors((LoraForecastError,), reraise=multirun, on_error=settle,
-                         exit_code=lambda exc: EXIT_INTERRUPTED
-                         if isinstance(exc, RunInterrupted) else 1):
-            return _run_task(cfg, run_dir, multirun)
-    except LoraForecastError:
-        raise  # re-raised for a sweep or HYDRA_FULL_ERROR=1: already logged above
+        return _run_task(cfg, run_dir, multirun)
+    except LoraForecastError as exc:
+        log_to_file(f"error: {exc}", logging.ERROR)
+        if multirun:
+            raise
+        discard_unused_run_dir(run_dir, Path(cfg.output_dir))  # no empty run folder left behind
+        sys.exit(report_user_error(exc, EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else 1))
     except Exception:  # a bug: Hydra prints it; the run's log keeps the traceback too
         log_to_file(traceback.format_exc(), logging.ERROR)
         raise
