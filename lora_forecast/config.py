@@ -254,6 +254,7 @@ class TrainConfig:
     val_max_windows: int | None = 64
     eval_forecast: bool = False
     eval_forecast_systems: int = 8
+    compare_zero_shot: bool = False
     monitor: str = "val/loss"
     patience: int | None = None
     min_delta: float = 0.0

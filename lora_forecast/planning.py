@@ -223,8 +223,10 @@ def run_shape(settings: Settings,
         n_train_windows=count_windows([int(n) for n in series_tokens[systems.train]], context,
                                       context // 2),
         n_val_windows=n_val,
-        # the loop validates every eval_every steps and at the last step
-        n_evaluations=-(-settings.train.max_steps // settings.train.eval_every),
+        # the loop validates every eval_every steps and at the last step (and the untrained
+        # model at step 0 under compare_zero_shot)
+        n_evaluations=-(-settings.train.max_steps // settings.train.eval_every)
+        + int(settings.train.compare_zero_shot),
         n_val_forecast_systems=min(settings.train.eval_forecast_systems, val_long_enough),
         n_test_systems=n_test,
         prompt_tokens=settings.eval.context_steps * per_step,
@@ -364,7 +366,8 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     First rejects configs the data's shape cannot serve (:func:`check_fits_data`), so every
     caller refuses them before reserving anything. Training: ``max_steps`` optimiser steps of
     ``batch_size x grad_accum`` full windows per process. Validation: one evaluation every
-    ``eval_every`` steps and at the last step (``ceil(max_steps / eval_every)``) of the capped
+    ``eval_every`` steps and at the last step (``ceil(max_steps / eval_every)``, plus one at
+    step 0 under ``train.compare_zero_shot``) of the capped
     validation windows, plus, when ``train.eval_forecast``, a greedy forecast of the first
     ``eval_forecast_systems`` validation series long enough; data-parallel processes split
     both, so each window and series is counted once. Forecasting, on the main process only:

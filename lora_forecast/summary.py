@@ -150,6 +150,13 @@ def format_summary(results: Mapping[str, Any], ctx: SummaryContext) -> str:
     if train.get("best_metric") is not None:
         lines.append(f"  validation {ctx.monitor}: best {_num(train['best_metric'])} at step "
                      f"{train.get('best_step')} of {train.get('steps')}")
+    if train.get("kept") == "untrained":
+        lines.append(f"  compare_zero_shot: no adapter beat the untrained model "
+                     f"({ctx.monitor} {_num(train['zero_shot_metric'])} at step 0): kept the "
+                     "untrained model (best/ holds it; fine-tuning did not help)")
+    elif train.get("kept") == "adapter":
+        lines.append(f"  compare_zero_shot: the adapter beat the untrained model "
+                     f"({_num(train['best_metric'])} < {_num(train['zero_shot_metric'])}): kept")
     lines += _metric_rows(results)
     lines += _field_rows(results)
     lines += _paired_lines(results)

@@ -91,6 +91,7 @@ class TrainResult:
     best_step: int | None
     history: list[dict[str, float]]
     resumed_from: str | None = None
+    zero_shot_metric: float | None = None  # the untrained model's (compare_zero_shot)
 
     def summary(self) -> dict[str, Any]:
         train_losses = [h["train/loss"] for h in self.history if "train/loss" in h]
@@ -101,8 +102,17 @@ class TrainResult:
             "best_step": self.best_step,
             "final_train_loss": train_losses[-1] if train_losses else None,
             "resumed_from": self.resumed_from,
+            **self._zero_shot(),
             "history": self.history,
         }
+
+    def _zero_shot(self) -> dict[str, Any]:
+        """Under ``compare_zero_shot``: the untrained model's score and which model was kept
+        (the untrained one when no adapter beat its step-0 evaluation)."""
+        if self.zero_shot_metric is None:
+            return {}
+        return {"zero_shot_metric": self.zero_shot_metric,
+                "kept": "untrained" if self.best_step == 0 else "adapter"}
 
 
 class Trainer:
@@ -153,14 +163,14 @@ class Trainer:
     # -- the run ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         self._resume()
-        end_reason = "max_steps"
+        end_reason = self._evaluate_untrained() or "max_steps"
         bar = tqdm(
             total=self.cfg.max_steps,
             initial=self.step,
             desc="train",
             disable=not (self.hooks.progress and self.acc.is_main_process),
         )
-        while self.step < self.cfg.max_steps:
+        while self.step < self.cfg.max_steps and end_reason == "max_steps":
             reason = from_rank0(self.acc, self._before_step())
             if reason:
                 end_reason = reason
@@ -185,7 +195,20 @@ class Trainer:
             None if self.stopper.best_step < 0 else self.stopper.best_step,
             self.history,
             self.resumed_from,
+            next((h.get(self.cfg.monitor) for h in self.history if h["step"] == 0), None),
         )
+
+    def _evaluate_untrained(self) -> str | None:
+        """``compare_zero_shot``: validate the untrained model at step 0, as any evaluation,
+        so it is the best so far (``best/`` holds it) until an adapter beats it. Skipped on a
+        resumed run (its history has it)."""
+        if not self.cfg.compare_zero_shot or self.step != 0:
+            return None
+        record: dict[str, float] = {"step": 0, **self._flops_record()}
+        reason = self._evaluate(record)
+        record.update(self._flops_record())
+        self._log(record)
+        return reason
 
     def _before_step(self) -> str | None:
         """An end reason decided before a step (rank 0's is the one every rank follows)."""
