@@ -39,7 +39,7 @@ FULL_ERROR = "HYDRA_FULL_ERROR"
 _SAVED_SETTING = "LORA_FORECAST_USER_HYDRA_FULL_ERROR"
 _HINT_PREFIXES = ("See https://hydra.cc", "Set the environment variable")
 _UNKNOWN_OVERRIDE = re.compile(r"Could not override '([^']+)'")
-HIDDEN_GROUPS = ("hydra",)  # Hydra's own settings: --hydra-help lists them
+HIDDEN_GROUPS = ("hydra", "suite")  # Hydra's own (--hydra-help); the benchmark command's
 
 
 def defer_hydra_error_reports() -> bool:

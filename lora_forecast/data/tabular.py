@@ -33,7 +33,7 @@ from lora_forecast.data.filetypes import file_kind
 from lora_forecast.data.series import SeriesSet
 from lora_forecast.errors import DataFormatError
 
-__all__ = ["read_table"]
+__all__ = ["frame_series", "read_table"]
 
 _ROW = "__row__"  # 1-based data row of each table row, kept through grouping for messages
 
@@ -58,10 +58,6 @@ def _read_frame(path: Path) -> pd.DataFrame:
             raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(path, f"cannot read table ({first})") from exc
-    frame.columns = [str(c) for c in frame.columns]
-    if frame.empty:
-        raise _fail(path, "no data rows")
-    frame[_ROW] = np.arange(1, len(frame) + 1)
     return frame
 
 
@@ -232,7 +228,27 @@ def read_table(path: str | Path, cfg: DataConfig) -> SeriesSet:
         DataFormatError: one line naming the file and the row, series or column.
     """
     path = Path(path)
-    frame = _read_frame(path)
+    return frame_series(_read_frame(path), cfg, path)
+
+
+def frame_series(frame: pd.DataFrame, cfg: DataConfig, source: str | Path) -> SeriesSet:
+    """Validate an in-memory table (a package's dataset, say) exactly as :func:`read_table`
+    validates a file: same layouts, columns, checks and one-line errors, which name ``source``.
+
+    Args:
+        frame: the table, its columns as a file's header would name them.
+        cfg: the ``data.*`` settings naming its columns, layout and missing-value policy.
+        source: what messages call the table (a file, or e.g. ``statsmodels:co2``).
+
+    Raises:
+        DataFormatError: one line naming ``source`` and the row, series or column.
+    """
+    if frame.empty:
+        raise _fail(source, "no data rows")
+    frame = frame.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    frame[_ROW] = np.arange(1, len(frame) + 1)
+    path = Path(str(source))
     groups, variables = _series_frames(path, cfg, frame)
     ids, values, times = [], [], []
     for series_id, rows in groups:

@@ -23,6 +23,9 @@ __all__ = [
     "BASELINES",
     "BaselineFn",
     "Band",
+    "QUANTILED",
+    "baseline_fn",
+    "SEASONAL",
     "forecast_baseline",
     "forecast_baseline_band",
     "linear_ar",
@@ -36,12 +39,14 @@ __all__ = [
 @dataclass(frozen=True)
 class Band:
     """A point forecast ``[H, V]`` with its 10%/90% band (``lower``/``upper``, ``[H, V]``);
-    ``fallback`` marks a forecast that fell back to persistence (zero-width band)."""
+    ``fallback`` marks a forecast that fell back to persistence (zero-width band);
+    ``quantiles`` ``[Q, H, V]`` at the levels asked for, when asked for."""
 
     point: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
     fallback: bool = False
+    quantiles: np.ndarray | None = None
 
 
 # fn(context [Tc, V], t_context [Tc], t_future [H]) -> forecast [H, V] or a Band
@@ -102,7 +107,8 @@ def seasonal_naive(context: np.ndarray, t_context: np.ndarray, t_future: np.ndar
 
 
 def linear_ar(
-    context: np.ndarray, t_context: np.ndarray, t_future: np.ndarray, *, order: int = 3
+    context: np.ndarray, t_context: np.ndarray, t_future: np.ndarray, *, order: int = 3,
+    clip_at_zero: bool = True,
 ) -> np.ndarray:
     """Vector autoregression VAR(order) with intercept, fitted by least squares, iterated.
 
@@ -123,9 +129,10 @@ def linear_ar(
         t_context: ``[Tc]`` their times (unused).
         t_future: ``[H]`` forecast times (only their count is used).
         order: number of lags ``p``.
+        clip_at_zero: clip the forecast at 0 (populations); False for signed series.
 
     Returns:
-        ``[H, V]`` forecast, non-negative.
+        ``[H, V]`` forecast, non-negative when ``clip_at_zero``.
 
     Example:
         The recurrence ``y_t = 0.5 y_{t-1} + 1`` (fixed point 2) is recovered exactly:
@@ -153,7 +160,7 @@ def linear_ar(
             history.append(out[h])
     if not np.isfinite(out).all():
         return persistence(context, t_context, t_future)
-    return np.maximum(out, 0.0)
+    return np.maximum(out, 0.0) if clip_at_zero else out
 
 
 def ode_fit(
@@ -207,6 +214,7 @@ def statsforecast_model(
     *,
     model: str,
     season_length: int = 1,
+    quantile_levels: tuple[float, ...] | None = None,
 ) -> Band:
     """One statsforecast model fitted to each variable of the context on its own.
 
@@ -222,30 +230,56 @@ def statsforecast_model(
         t_future: ``[H]`` forecast times (only their count is used).
         model: ``AutoARIMA``, ``AutoETS`` or ``Theta``.
         season_length: the season in steps (1 = no seasonality).
+        quantile_levels: also return these quantiles, each the edge of a central interval
+            (level ``q < 0.5`` the lower edge of the ``100 (1 - 2q)``% interval, 0.5 the mean:
+            statsforecast's intervals are symmetric), as the Chronos benchmark scores them.
 
     Returns:
-        A :class:`Band` of ``[H, V]`` arrays.
+        A :class:`Band` of ``[H, V]`` arrays (``quantiles`` ``[Q, H, V]`` when asked for).
     """
     context = np.asarray(context, dtype=np.float64)
-    horizon = len(t_future)
-    cls = _statsforecast_models()[model]
-    out = np.empty((3, horizon, context.shape[1]))  # (point, lower, upper) x [H, V]
+    columns = ["mean", "lo-80", "hi-80", *_interval_columns(quantile_levels or ())]
+    out = np.empty((len(columns), len(t_future), context.shape[1]))  # column x [H, V]
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             for j in range(context.shape[1]):
-                fit = cls(season_length=season_length).forecast(
-                    y=context[:, j], h=horizon, level=[80])
-                out[:, :, j] = [np.asarray(fit[k], dtype=np.float64)
-                                for k in ("mean", "lo-80", "hi-80")]
+                fit = _statsforecast_models()[model](season_length=season_length).forecast(
+                    y=context[:, j], h=len(t_future), level=_interval_levels(columns))
+                out[:, :, j] = [np.asarray(fit[k], dtype=np.float64) for k in columns]
+        failed = not np.isfinite(out).all()
     except (NotImplementedError, ValueError, IndexError, ZeroDivisionError,
             np.linalg.LinAlgError):
+        failed = True
+    if failed:
         out[:] = persistence(context, t_context, t_future)
-        return Band(out[0], out[1], out[2], fallback=True)
-    if not np.isfinite(out).all():
-        out[:] = persistence(context, t_context, t_future)
-        return Band(out[0], out[1], out[2], fallback=True)
-    return Band(out[0], np.minimum(out[1], out[0]), np.maximum(out[2], out[0]))
+    quantiles = out[3:] if quantile_levels else None
+    if quantiles is not None and not failed:  # monotone in the level, as quantiles are
+        quantiles = np.sort(quantiles, axis=0)
+    return Band(out[0], np.minimum(out[1], out[0]), np.maximum(out[2], out[0]),
+                fallback=failed, quantiles=quantiles)
+
+
+def _interval_columns(levels: tuple[float, ...]) -> list[str]:
+    """statsforecast's column for each quantile level (0.1 -> lo-80, 0.5 -> mean, 0.9 -> hi-80).
+
+    Example:
+        >>> _interval_columns((0.1, 0.5, 0.75))
+        ['lo-80', 'mean', 'hi-50']
+    """
+    columns = []
+    for q in levels:
+        if not 0 < q < 1:
+            raise ValueError(f"quantile levels must be in (0, 1), got {q}")
+        width = round(100 * abs(2 * q - 1), 6)
+        columns.append("mean" if width == 0 else f"{'lo' if q < 0.5 else 'hi'}-{width:g}")
+    return columns
+
+
+def _interval_levels(columns: list[str]) -> list[int | float]:
+    """The interval widths behind ``columns``, as statsforecast names them (80, not 80.0)."""
+    widths = {float(c.split("-")[1]) for c in columns if c != "mean"}
+    return sorted(int(w) if w.is_integer() else w for w in widths)
 
 
 # Registry: name -> BaselineFn (signature above). Variants are partials, not new code paths.
@@ -261,13 +295,26 @@ BASELINES: dict[str, BaselineFn] = {
 }
 # take ``season_length``
 SEASONAL = frozenset({"seasonal_naive", "auto_arima", "auto_ets", "theta"})
+# take ``quantile_levels`` (statsforecast's interval forecasts)
+QUANTILED = frozenset({"auto_arima", "auto_ets", "theta"})
 
 
-def _resolve(name: str, season_length: int) -> BaselineFn:
+def baseline_fn(name: str, season_length: int = 1,
+                quantile_levels: tuple[float, ...] | None = None) -> BaselineFn:
+    """The registered baseline ``name`` with its season (and, for statsforecast's models, the
+    quantile levels to return) bound.
+
+    Raises:
+        ConfigError: for an unknown name; the message lists the available ones.
+    """
     if name not in BASELINES:
         raise ConfigError(f"unknown baseline {name!r}; available: {', '.join(sorted(BASELINES))}")
     fn = BASELINES[name]
-    return partial(fn, season_length=season_length) if name in SEASONAL else fn
+    if name in SEASONAL:
+        fn = partial(fn, season_length=season_length)
+    if quantile_levels is not None and name in QUANTILED:
+        fn = partial(fn, quantile_levels=tuple(quantile_levels))
+    return fn
 
 
 def forecast_baseline_band(
@@ -294,7 +341,7 @@ def forecast_baseline_band(
     Raises:
         ConfigError: for an unknown name; the message lists the available ones.
     """
-    fn = _resolve(name, season_length)
+    fn = baseline_fn(name, season_length)
     n = len(contexts)
     t_cs = list(t_context) if _per_system(t_context, n) else [t_context] * n
     t_fs = list(t_future) if _per_system(t_future, n) else [t_future] * n

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ from lora_forecast.llmtime import LLMTimeCodec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ForecastJob", "check_variables", "predict_forecast_flops",
-           "run_forecast_job"]
+__all__ = ["ForecastJob", "check_variables", "forecast_contexts", "forecast_scaling",
+           "predict_forecast_flops", "run_forecast_job", "unwritable", "with_alphabet"]
 
 
 @dataclass
@@ -77,8 +78,20 @@ def check_variables(series: SeriesSet, expected: tuple[str, ...], input_path: st
     return replace(series, values=tuple(v[:, order] for v in series.values), variables=expected)
 
 
-def _scaling(settings: Settings, run: str | None, series: SeriesSet) -> Scaling:
-    """The run's stored scaling, or (no run) one fitted to the input as ``data.*`` says."""
+def forecast_scaling(settings: Settings, run: str | None, values: Sequence[np.ndarray],
+                     variables: tuple[str, ...]) -> Scaling:
+    """The run's stored scaling, or (no run) one fitted to ``values`` as ``data.*`` says.
+
+    Args:
+        settings: the forecast's settings (``data.*`` read only without a run).
+        run: the run directory, or None for the untrained base model.
+        values: the ``[T_i, V]`` series the scale is fitted to (without a run): whatever the
+            forecaster may see, and nothing it must not.
+        variables: their names (recorded in the fitted scaling).
+
+    Raises:
+        ConfigError: a run without ``scaling.json`` whose fitted alpha is unknown.
+    """
     if run is not None:
         stored = run_scaling(run)
         if stored is not None:
@@ -87,8 +100,8 @@ def _scaling(settings: Settings, run: str | None, series: SeriesSet) -> Scaling:
             raise ConfigError(f"run: {run}: no scaling.json and data.alpha=auto: the fitted "
                               "alpha is unknown (retrain, or pass data.alpha=<number>)")
     data = settings.data
-    return fit_scaling(data.scaling, data.alpha, list(series.values), data.scale_quantile,
-                       data.scale_offset, series.variables if run is None else ())
+    return fit_scaling(data.scaling, data.alpha, list(values), data.scale_quantile,
+                       data.scale_offset, variables if run is None else ())
 
 
 def _contexts(series: SeriesSet, context_steps: int) -> list[np.ndarray]:
@@ -96,25 +109,41 @@ def _contexts(series: SeriesSet, context_steps: int) -> list[np.ndarray]:
     return [v[-context_steps:] for v in series.values]
 
 
-def _alphabet(settings: Settings, job: ForecastJob, scaling: Scaling, series: SeriesSet,
-              contexts: list[np.ndarray]) -> Scaling:
-    """``scaling`` with the alphabet the prompts are written in: a run's own (its scaling.json),
-    or, with no run, ``data.signed`` resolved from the contexts.
+def unwritable(run: str | None, scaling: Scaling,
+               contexts: Sequence[np.ndarray]) -> tuple[int, int, int] | None:
+    """``(context, step, variable)`` of the first value a run cannot write, else None.
 
     A run trained without '-' cannot read or write one: its grammar would clip every forecast
-    at 0 and its numeric head has no row for the sign, so an input it would have to write with
-    a '-' is refused rather than forecast wrongly.
+    at 0 and its numeric head has no row for the sign, so a context it would have to write with
+    a '-' is refused rather than forecast wrongly. The untrained model (``run`` None) picks
+    its alphabet from the data (:func:`with_alphabet`) and can write anything.
+    """
+    if run is None or scaling.signed or shifts_positive(scaling.kind, scaling.offset):
+        return None
+    return first_negative(contexts)
+
+
+def with_alphabet(settings: Settings, run: str | None, scaling: Scaling,
+                  contexts: Sequence[np.ndarray]) -> Scaling:
+    """``scaling`` with the alphabet the prompts are written in: a run's own (its
+    scaling.json), or, with no run, ``data.signed`` resolved from the contexts."""
+    if run is not None:
+        return scaling
+    data = settings.data
+    return replace(scaling, signed=text_signed(data.signed, scaling.kind, scaling.offset,
+                                               contexts))
+
+
+def _alphabet(settings: Settings, job: ForecastJob, scaling: Scaling, series: SeriesSet,
+              contexts: list[np.ndarray]) -> Scaling:
+    """:func:`with_alphabet`, refusing an input the run cannot write (:func:`unwritable`).
 
     Raises:
         DataFormatError: one line naming the input's series, time and variable.
     """
-    if job.run is None:
-        data = settings.data
-        return replace(scaling, signed=text_signed(data.signed, scaling.kind, scaling.offset,
-                                                   contexts))
-    first = None if shifts_positive(scaling.kind, scaling.offset) else first_negative(contexts)
-    if scaling.signed or first is None:
-        return scaling
+    first = unwritable(job.run, scaling, contexts)
+    if first is None:
+        return with_alphabet(settings, job.run, scaling, contexts)
     i, step, var = first
     at = len(series.values[i]) - len(contexts[i]) + step
     raise DataFormatError(
@@ -155,7 +184,7 @@ def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out: {out}: exists and is not an empty folder")
     series = read_series(job.input, settings.data)
-    scaling = _scaling(settings, job.run, series)
+    scaling = forecast_scaling(settings, job.run, series.values, series.variables)
     series = check_variables(series, scaling.variables, job.input)
     contexts = _contexts(series, settings.eval.context_steps)
     scaling = _alphabet(settings, job, scaling, series, contexts)
@@ -183,19 +212,32 @@ def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
                         contexts: list[np.ndarray], scaling: Scaling, meter: Any,
                         out: Path) -> Path:
     from lora_forecast.forecast.runs import load_run_model
-    from lora_forecast.llmtime import LLMTimeFormat
-    from lora_forecast.models.tokenizer import load_tokenizer
-    from lora_forecast.run import _forecast_cost, forecast_scaled
+    from lora_forecast.planning import forecast_cost
 
     model = load_run_model(settings, job.run)
-    codec = LLMTimeCodec(scaling.alpha, settings.data.decimals, settings.data.number_format)
-    fmt = LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model), scaling.signed)
-    fc = forecast_scaled(_with_horizon(settings, job.horizon), model, fmt, scaling.text_scale,
-                         contexts, progress=True)
-    meter.add(_forecast_cost(settings, fc, None), "forecasting")
+    fc = forecast_contexts(settings, model, scaling, contexts, job.horizon)
+    meter.add(forecast_cost(settings, fc.prompt_tokens, fc.generated_tokens), "forecasting")
     with atomic_directory(out) as tmp:
         _write(tmp, job, settings, series, contexts, fc, meter)
     return out
+
+
+def forecast_contexts(settings: Settings, model: Any, scaling: Scaling,
+                      contexts: Sequence[np.ndarray], horizon: int, progress: bool = True) -> Any:
+    """Forecast ``horizon`` steps after each context with ``model`` (``eval.*`` decoding),
+    written in ``scaling``'s text and alphabet, mapped back to original units.
+
+    Returns:
+        A :class:`lora_forecast.forecasting.Forecast`.
+    """
+    from lora_forecast.llmtime import LLMTimeFormat
+    from lora_forecast.models.tokenizer import load_tokenizer
+    from lora_forecast.run import forecast_scaled
+
+    codec = LLMTimeCodec(scaling.alpha, settings.data.decimals, settings.data.number_format)
+    fmt = LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model), scaling.signed)
+    return forecast_scaled(_with_horizon(settings, horizon), model, fmt, scaling.text_scale,
+                           list(contexts), progress=progress)
 
 
 def _with_horizon(settings: Settings, horizon: int) -> Settings:

@@ -18,7 +18,7 @@ from lora_forecast.config import Settings, to_settings
 from lora_forecast.errors import ConfigError
 from lora_forecast.results import RESULTS_FILE
 
-__all__ = ["SCALING_FILE", "load_run_model", "run_config", "run_scaling"]
+__all__ = ["SCALING_FILE", "load_exported_model", "load_run_model", "run_config", "run_scaling"]
 
 SCALING_FILE = "scaling.json"
 BEST_ADAPTER = Path("best") / "trainable.pt"
@@ -69,5 +69,33 @@ def load_run_model(settings: Settings, run_dir: str | Path | None) -> torch.nn.M
         if not best.is_file():
             raise ConfigError(f"run: {run_dir}: no trained adapter ({BEST_ADAPTER})")
         load_trainable_state(model, torch.load(best, weights_only=True))
+    model.eval()
+    return model
+
+
+def load_exported_model(settings: Settings, export_dir: str | Path) -> torch.nn.Module:
+    """The base model with an exported adapter (``python -m lora_forecast.export``) loaded:
+    its PEFT weights (``adapter/adapter_model.safetensors``) and, where the run trained one,
+    the lm_head bias PEFT does not save (``adapter/lm_head_bias.safetensors``).
+
+    Raises:
+        ConfigError: the folder holds no exported adapter.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from lora_forecast.export import BIAS_FILE
+    from lora_forecast.models.build import build_model
+
+    folder = Path(export_dir) / "adapter"
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{export_dir}: no exported adapter ({weights.name} in adapter/)")
+    model = build_model(settings.model, settings.lora)
+    set_peft_model_state_dict(model, load_file(str(weights)))
+    bias = model.get_base_model().get_output_embeddings().bias
+    if bias is not None and (folder / BIAS_FILE).is_file():
+        with torch.no_grad():
+            bias.copy_(load_file(str(folder / BIAS_FILE))["bias"])
     model.eval()
     return model

@@ -1,0 +1,110 @@
+"""``python -m lora_forecast.benchmark suite=<name> [models=[<run>,...]]`` (also the
+``lora-forecast-benchmark`` console script): the leaderboard of a suite."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from lora_forecast.benchmark.suite import SuiteConfig
+from lora_forecast.cli import restore_user_error_setting, run_cli, user_errors
+from lora_forecast.config import SCHEMA_NAME, Settings, register_configs, to_settings
+from lora_forecast.errors import ConfigError
+from lora_forecast.paths import config_dir
+
+register_configs()
+# The command's own keys; everything else is the training settings (model, data, eval, budget).
+JOB_KEYS = ("suite", "models", "zero_shot", "baselines", "leak", "max_windows", "progress",
+            "rerun", "out")
+
+
+@dataclass
+class BenchmarkRoot(Settings):
+    """The training settings plus the command's own keys (validated in ``BenchmarkJob``)."""
+
+    suite: SuiteConfig | None = None
+    models: list[str] = field(default_factory=list)
+    zero_shot: bool = True
+    baselines: list[str] = field(default_factory=list)
+    leak: str = "flag"
+    max_windows: int | None = None
+    progress: bool = True
+    rerun: str | None = None
+    out: str = "???"
+
+
+ConfigStore.instance().store(name="benchmark_schema", node=BenchmarkRoot)
+ConfigStore.instance().store(group="suite", name=SCHEMA_NAME, node=SuiteConfig)
+
+
+def rerun_config(path: str) -> dict[str, Any]:
+    """The resolved config a leaderboard's ``config.json`` recorded.
+
+    Raises:
+        ConfigError: ``rerun: <path>: ...`` when it is not one.
+    """
+    try:
+        config = json.loads(Path(path).read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"rerun: {path}: not a leaderboard's config.json ({exc})") from None
+    if not isinstance(config, dict) or "suite" not in config:
+        raise ConfigError(f"rerun: {path}: not a leaderboard's config.json (no suite)")
+    return config
+
+
+def build(config: dict[str, Any]) -> tuple[Any, Settings]:
+    """The validated job and settings of a resolved benchmark config."""
+    from lora_forecast.benchmark.run import BenchmarkJob
+
+    if config.get("suite") is None:
+        raise ConfigError("suite: required, e.g. suite=statsmodels (conf/suite/)")
+    suite = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SuiteConfig),
+                                                config["suite"]))
+    job = BenchmarkJob(suite, str(config["out"]), [str(m) for m in config["models"]],
+                       bool(config["zero_shot"]), [str(b) for b in config["baselines"]],
+                       str(config["leak"]), config["max_windows"], bool(config["progress"]))
+    settings = to_settings(OmegaConf.create({k: v for k, v in config.items()
+                                             if k not in JOB_KEYS}))
+    return job, settings
+
+
+def benchmark(config: dict[str, Any]) -> Path:
+    """Run the benchmark a resolved config describes (``rerun=``: the recorded one, into this
+    config's ``out``); returns the leaderboard's folder."""
+    from lora_forecast.benchmark.run import run_benchmark
+
+    if config.get("rerun"):
+        config = {**rerun_config(config["rerun"]), "out": config["out"], "rerun": None}
+    job, settings = build(config)
+    return run_benchmark(job, settings, config)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry of the benchmark command."""
+    restore_user_error_setting()
+    logging.getLogger().setLevel(logging.INFO)
+    from lora_forecast.config import resolved_config
+    from lora_forecast.quiet import quiet_third_party
+
+    quiet_third_party()
+    with user_errors():
+        out = benchmark(resolved_config(cfg))
+    print((out / "leaderboard.md").read_text())
+    print(f"leaderboard written to {out}")
+
+
+def cli() -> None:
+    """``main`` with Hydra's composition errors (e.g. an unknown suite) as one line."""
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
