@@ -248,7 +248,8 @@ def test_a_budget_refusal_reserves_spends_and_writes_nothing(tmp_path: Path) -> 
         benchmark_main.benchmark(config)
     assert not (tmp_path / "lb").exists()
     with Ledger(config["budget"]["ledger_url"]) as ledger:
-        rows = ledger.rows("benchmark-toy")
-        spend = ledger.study_spend("benchmark-toy")
+        study = config["budget"]["study"]
+        assert study.startswith("benchmark-toy-")  # a study per benchmark run
+        rows, spend = ledger.rows(study), ledger.study_spend(study)
     assert [r.status for r in rows] == ["rejected"]
     assert spend.committed == 0 and spend.reserved_open == 0

@@ -96,9 +96,12 @@ def main(cfg: DictConfig) -> None:
 
     quiet_third_party()
     with user_errors():
-        out = benchmark(resolved_config(cfg))
+        config = resolved_config(cfg)
+        out = benchmark(config)
+    budget = config["budget"]
     print((out / "leaderboard.md").read_text())
-    print(f"leaderboard written to {out}")
+    print(f"leaderboard written to {out}\nFLOPs: python -m lora_forecast.budget report "
+          f"--ledger {budget['ledger_url']} --study {budget['study']}")
 
 
 def cli() -> None:
