@@ -77,7 +77,8 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
             load_tokenizer(settings.model), signed)
         info = {"run": str(run_dir), "decimals": settings.data.decimals,
                 "number_format": settings.data.number_format, "layout": fmt.tokens.layout,
-                "example_prompt": fmt.text(np.array([[0.25, 1.5], [0.27, 1.47]])),
+                "example_prompt": fmt.text(_example(len((scaling or {}).get("variables")
+                                                        or ("var0", "var1")))),
                 "signed": signed, "scaling": scaling}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2))
         if merge:
@@ -117,3 +118,13 @@ def cli() -> None:
 
 if __name__ == "__main__":
     cli()
+
+
+def _example(n_vars: int) -> np.ndarray:
+    """Two steps of ``n_vars`` scaled values for ``example_prompt`` (the run's own width).
+
+    Example:
+        >>> _example(2).tolist()
+        [[0.25, 1.5], [0.27, 1.52]]
+    """
+    return np.round(np.array([[0.25], [0.27]]) + 1.25 * np.arange(n_vars), 2)

@@ -253,3 +253,19 @@ def test_a_budget_refusal_reserves_spends_and_writes_nothing(tmp_path: Path) -> 
         rows, spend = ledger.rows(study), ledger.study_spend(study)
     assert [r.status for r in rows] == ["rejected"]
     assert spend.committed == 0 and spend.reserved_open == 0
+
+
+def test_an_exported_adapter_scores_as_its_run(trained_on_csv, tmp_path: Path) -> None:
+    from lora_forecast.export import export_run
+
+    run_dir, _ = trained_on_csv
+    export = export_run(run_dir, tmp_path / "export", merge=False)
+    info = json.loads((export / "lora_forecast.json").read_text())
+    assert info["example_prompt"] == "0.25;0.27"  # one variable: one value per step
+    config = _config(tmp_path, "suite=toy", f"models=[{run_dir},{export}]", "zero_shot=false",
+                     "baselines=[seasonal_naive]", "eval.num_samples=3", "eval.context_steps=8")
+    v = _table(benchmark_main.benchmark(config))
+    from_export = v.xs("default export (export)", level="model")
+    from_run = v.xs("default run", level="model")
+    pd.testing.assert_series_equal(from_export, from_run)  # same weights, same forecasts
+    assert from_run["trend", "flops_forecast"] > 0
