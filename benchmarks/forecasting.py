@@ -61,6 +61,7 @@ from benchmarks.common import (
 from benchmarks.forecasting_peers import run_generate, run_reference
 from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.forecasting import ForecastOptions
 from lora_forecast.forecasting import forecast as batched_forecast
 from lora_forecast.forecasting.decoding import LogitsFn
 from lora_forecast.forecasting.forecaster import PREFILL_TOKENS, default_jump_forward
@@ -99,9 +100,10 @@ def run_ours(model, contexts, fmt: LLMTimeFormat, horizon: int, batch_size: int 
     if not compile:  # a timer inside would break the compiled graph: compiled runs time in total
         logits_fn = timed_calls(logits_fn, model.device, calls)
     with timer(model.device) as elapsed, torch.inference_mode():
-        result = batched_forecast(model, fmt, contexts, horizon_steps=horizon,
-                                  batch_size=batch_size, constrained=True, logits_fn=logits_fn,
-                                  progress=False, jump_forward=jump_forward, compile=compile)
+        options = ForecastOptions(horizon, batch_size=batch_size, constrained=True,
+                                  jump_forward=jump_forward, compile=compile)
+        result = batched_forecast(model, fmt, contexts, options, logits_fn=logits_fn,
+                                  progress=False)
     return ([t[0] for t in result.texts], elapsed[0], result.generated_tokens[:, 0].tolist(),
             calls, result.batches)
 

@@ -41,7 +41,7 @@ from benchmarks.common import (
     synchronize,
 )
 from benchmarks.forecasting import contexts_and_format
-from lora_forecast.forecasting import forecast
+from lora_forecast.forecasting import ForecastOptions, forecast
 from lora_forecast.models.build import build_model
 from lora_forecast.models.numeric_head import loss_fn_for, numeric_logits_fn
 
@@ -108,9 +108,9 @@ def forecast_speed(opts: argparse.Namespace, model: torch.nn.Module) -> dict[str
     model.eval()
     started = time.perf_counter()
     # bf16 weights on CUDA as they are (no autocast): PEFT casts into its fp32 LoRA layers
-    result = forecast(model, fmt, contexts, horizon_steps=opts.horizon,
-                      batch_size=opts.systems, logits_fn=numeric_logits_fn(model, allowed),
-                      max_int_digits=2, progress=False)  # fmt: skip
+    result = forecast(model, fmt, contexts,
+                      ForecastOptions(opts.horizon, batch_size=opts.systems, max_int_digits=2),
+                      logits_fn=numeric_logits_fn(model, allowed), progress=False)
     seconds = time.perf_counter() - started
     tokens = int(np.asarray(result.generated_tokens).sum())
     return {"forecast_s": seconds, "forecast_tokens": tokens,

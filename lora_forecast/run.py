@@ -38,7 +38,7 @@ from lora_forecast.evaluation.protocol import (
 from lora_forecast.evaluation.scoring import SUM_KEYS, Predicted, point_sums, scores_from_sums
 from lora_forecast.forecast.runs import SCALING_FILE
 from lora_forecast.forecast.table import scored_frame, write_frame
-from lora_forecast.forecasting import forecast
+from lora_forecast.forecasting import ForecastOptions, forecast
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, load_trainable_state
 from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
@@ -211,24 +211,11 @@ def _run_forecast(
     n_samples: int | None = None,
 ) -> Any:
     model.eval()
-    return forecast(
-        model,
-        fmt,
-        contexts,
-        horizon_steps=settings.eval.horizon_steps,
-        batch_size=settings.eval.batch_size,
-        constrained=settings.eval.constrained,
-        num_samples=n_samples or settings.eval.num_samples,
-        temperature=settings.eval.temperature,
-        top_p=settings.eval.top_p,
-        max_int_digits=settings.eval.max_int_digits,
-        seed=settings.eval.seed,
-        logits_fn=logits_fn_for(settings.model.head, model, fmt.head_ids(include_eos=True)),
-        progress=progress,
-        compile=settings.eval.compile,
-        jump_forward=settings.eval.jump_forward,
-        prefill_tokens=settings.eval.prefill_tokens,
-    )
+    options = ForecastOptions.from_eval(settings.eval,
+                                        num_samples=n_samples or settings.eval.num_samples)
+    return forecast(model, fmt, contexts, options, progress=progress,
+                    logits_fn=logits_fn_for(settings.model.head, model,
+                                            fmt.head_ids(include_eos=True)))
 
 
 def _forecast_test(

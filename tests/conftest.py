@@ -54,6 +54,15 @@ SHRINK = [
 register_configs()
 
 
+def forecast_with(model, fmt, contexts, *, logits_fn=None, progress: bool = False, **options):
+    """:func:`lora_forecast.forecasting.forecast` with its :class:`ForecastOptions` given as
+    keywords: the tests' shorthand (library code builds the options once)."""
+    from lora_forecast.forecasting import ForecastOptions, forecast
+
+    return forecast(model, fmt, contexts, ForecastOptions(**options), logits_fn=logits_fn,
+                    progress=progress)
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose ``conf/`` with the shrink overrides, outputs under this test's ``tmp_path``."""

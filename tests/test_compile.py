@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.forecasting import forecast
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenTable
 from lora_forecast.models import compiled as compiled_module
 from lora_forecast.models.build import build_model
 from lora_forecast.models.compiled import compiled
 from lora_forecast.models.numeric_head import loss_fn_for
 from lora_forecast.models.tokenizer import qwen_tokenizer
+from tests.conftest import forecast_with
 
 LLMTIME_IDS = TokenTable.from_tokenizer(qwen_tokenizer()).head_ids()  # '0'..'9', '.', ',', ';'
 
@@ -72,6 +72,6 @@ def test_compiled_training_loss_and_forecasts_equal_the_eager_ones():
     options = dict(horizon_steps=2, max_int_digits=2, progress=False)
     model.eval()
     fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
-    plain = forecast(model, fmt, contexts, **options)
-    fast = forecast(model, fmt, contexts, compile=True, **options)
+    plain = forecast_with(model, fmt, contexts, **options)
+    fast = forecast_with(model, fmt, contexts, compile=True, **options)
     assert fast.texts == plain.texts

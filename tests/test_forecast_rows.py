@@ -9,8 +9,8 @@ import torch
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.flops import Architecture
-from lora_forecast.forecasting import forecast, full_head_logits_fn
 from lora_forecast.forecasting import forecaster as forecaster_module
+from lora_forecast.forecasting import full_head_logits_fn
 from lora_forecast.forecasting.decoding import Sampling, concat_rows, next_tokens
 from lora_forecast.forecasting.rows import (
     MEMORY_FRACTION,
@@ -21,6 +21,7 @@ from lora_forecast.forecasting.rows import (
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.build import build_model
 from lora_forecast.models.tokenizer import qwen_tokenizer
+from tests.conftest import forecast_with
 
 FMT = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
 OPTIONS = dict(horizon_steps=2, max_int_digits=2, progress=False)
@@ -76,9 +77,9 @@ def test_unsized_batches_hold_what_memory_allows_and_forecast_like_fixed_ones(
     prefilling = 7 * memory.prefill_per_prompt  # 8192 tokens hold all 7 short prompts
     monkeypatch.setattr(forecaster_module, "free_memory_bytes",
                         lambda device: int((3.5 * per_system + prefilling) / MEMORY_FRACTION))
-    sized = forecast(model, FMT, contexts, batch_size=None, **OPTIONS)
+    sized = forecast_with(model, FMT, contexts, batch_size=None, **OPTIONS)
     assert [b.rows for b in sized.batches] == [3, 3, 1]
-    single = forecast(model, FMT, contexts, batch_size=1, **OPTIONS)
+    single = forecast_with(model, FMT, contexts, batch_size=1, **OPTIONS)
     assert sized.texts == single.texts
     np.testing.assert_array_equal(sized.samples, single.samples)
 
@@ -89,12 +90,12 @@ def test_a_sampled_forecast_does_not_depend_on_its_batch(model, contexts, jump_f
     seven in one gives the same samples; another seed gives others."""
     sampled = dict(OPTIONS, num_samples=3, temperature=1.5, top_p=0.95, seed=5,
                    jump_forward=jump_forward)
-    apart = forecast(model, FMT, contexts, batch_size=3, **sampled)
-    together = forecast(model, FMT, contexts, batch_size=21, **sampled)
+    apart = forecast_with(model, FMT, contexts, batch_size=3, **sampled)
+    together = forecast_with(model, FMT, contexts, batch_size=21, **sampled)
     assert [b.rows for b in apart.batches] == [3] * 7 and [b.rows for b in together.batches] == [21]
     assert apart.texts == together.texts
     np.testing.assert_array_equal(apart.samples, together.samples)
-    other = forecast(model, FMT, contexts, batch_size=21, **dict(sampled, seed=6))
+    other = forecast_with(model, FMT, contexts, batch_size=21, **dict(sampled, seed=6))
     assert other.texts != together.texts
     assert any(len(set(t)) > 1 for t in together.texts)  # a system's samples do differ
 
@@ -111,7 +112,7 @@ def test_without_a_model_an_unsized_batch_takes_every_system() -> None:
     def logits_fn(input_ids, attention_mask, position_ids, cache):
         return torch.zeros(input_ids.shape[0], 151936), cache
 
-    done = forecast(None, FMT, [np.ones((3, 2))] * 5, logits_fn=logits_fn, batch_size=None,
+    done = forecast_with(None, FMT, [np.ones((3, 2))] * 5, logits_fn=logits_fn, batch_size=None,
                     **OPTIONS)
     assert [b.rows for b in done.batches] == [5]
 
@@ -131,10 +132,10 @@ def test_prefilling_in_chunks_changes_nothing_but_the_calls(model, contexts, num
     options = dict(OPTIONS, num_samples=num_samples, temperature=1.5, top_p=0.95,
                    batch_size=7 * num_samples)
     width = max(len(FMT.prompt(c)) for c in contexts)
-    chunked = forecast(model, FMT, contexts, logits_fn=counting, prefill_tokens=2 * width + 1,
+    chunked = forecast_with(model, FMT, contexts, logits_fn=counting, prefill_tokens=2 * width + 1,
                        **options)
     assert calls == [2, 2, 2, 1]
-    whole = forecast(model, FMT, contexts, prefill_tokens=None, **options)
+    whole = forecast_with(model, FMT, contexts, prefill_tokens=None, **options)
     assert chunked.texts == whole.texts
     np.testing.assert_array_equal(chunked.samples, whole.samples)
 

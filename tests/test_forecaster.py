@@ -8,7 +8,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.forecasting import decode, forecast, full_head_logits_fn
+from lora_forecast.forecasting import decode, full_head_logits_fn
 from lora_forecast.forecasting.decoding import Sampling, left_pad, next_tokens
 from lora_forecast.llmtime import (
     LLMTimeCodec,
@@ -19,6 +19,7 @@ from lora_forecast.llmtime import (
 from lora_forecast.models.build import build_model, load_base_model
 from lora_forecast.models.numeric_head import logits_fn_for
 from lora_forecast.models.tokenizer import qwen_tokenizer
+from tests.conftest import forecast_with
 
 H, V, MAX_INT = 2, 2, 2
 CODEC = LLMTimeCodec(alpha=10.0)
@@ -47,7 +48,7 @@ def contexts() -> list[np.ndarray]:
 def greedy(peft_model, contexts):
     """Greedy constrained forecasts of all systems, 4 per batch, with jump-forward (shared by
     several tests)."""
-    return forecast(peft_model, FMT, contexts, horizon_steps=H, batch_size=4,
+    return forecast_with(peft_model, FMT, contexts, horizon_steps=H, batch_size=4,
                     max_int_digits=MAX_INT, progress=False, jump_forward=True)
 
 
@@ -69,7 +70,7 @@ def prompts(contexts) -> list[list[int]]:
 
 def test_forecast_restores_training_mode(peft_model, contexts):
     peft_model.train()
-    forecast(peft_model, FMT, contexts[:1], horizon_steps=1, progress=False)
+    forecast_with(peft_model, FMT, contexts[:1], horizon_steps=1, progress=False)
     assert peft_model.training
     peft_model.eval()
 
@@ -97,7 +98,7 @@ def test_constrained_forecast_always_parses_and_stops_at_the_horizon(greedy, con
 
 
 def test_free_decoding_counts_failures_and_keeps_the_shape(peft_model, contexts):
-    fc = forecast(peft_model, FMT, contexts, horizon_steps=H, batch_size=4,
+    fc = forecast_with(peft_model, FMT, contexts, horizon_steps=H, batch_size=4,
                   constrained=False, max_int_digits=MAX_INT, progress=False)
     s = len(contexts)
     assert fc.point.shape == (s, H, V) and fc.parsed.shape == (s, 1)
@@ -132,7 +133,7 @@ def test_free_decoding_parses_the_first_horizon_steps_and_stops_after_them(conte
         [*tok.encode("1.00,2.00;3.0"), tok.convert_tokens_to_ids("<|im_start|>"),
          *tok.encode("0,4.00;")],  # a special token other than EOS/pad is junk too
     ]
-    fc = forecast(None, FMT, contexts[:5], horizon_steps=H, constrained=False, progress=False,
+    fc = forecast_with(None, FMT, contexts[:5], horizon_steps=H, constrained=False, progress=False,
                   logits_fn=scripted_logits_fn(scripts))
     assert fc.parsed[:, 0].tolist() == [True, False, False, False, False]
     assert fc.parse_failures == 4 and fc.sample_parse_failures == 4
@@ -151,7 +152,7 @@ def test_parse_forecast_rejects_short_and_non_finite_text():
 
 def test_batched_equals_one_by_one_under_greedy(peft_model, contexts, greedy):
     batched = greedy
-    single = forecast(peft_model, FMT, contexts, horizon_steps=H, batch_size=1,
+    single = forecast_with(peft_model, FMT, contexts, horizon_steps=H, batch_size=1,
                       max_int_digits=MAX_INT, progress=False)
     assert len(set(batched.prompt_tokens.tolist())) == len(contexts)  # padding differs per row
     assert batched.texts == single.texts
@@ -162,9 +163,9 @@ def test_batched_equals_one_by_one_under_greedy(peft_model, contexts, greedy):
 def test_sampling_is_seeded_and_quantiles_bracket_the_median(peft_model, contexts):
     kwargs = dict(horizon_steps=H, batch_size=3, num_samples=3, temperature=1.5, top_p=0.95,
                   max_int_digits=MAX_INT, progress=False)
-    a = forecast(peft_model, FMT, contexts[:1], seed=1, **kwargs)
-    b = forecast(peft_model, FMT, contexts[:1], seed=1, **kwargs)
-    c = forecast(peft_model, FMT, contexts[:1], seed=2, **kwargs)
+    a = forecast_with(peft_model, FMT, contexts[:1], seed=1, **kwargs)
+    b = forecast_with(peft_model, FMT, contexts[:1], seed=1, **kwargs)
+    c = forecast_with(peft_model, FMT, contexts[:1], seed=2, **kwargs)
     assert a.texts == b.texts and a.texts != c.texts
     np.testing.assert_array_equal(a.samples, b.samples)
     assert a.samples.shape == (1, 3, H, V) and a.parsed.all()
@@ -194,7 +195,7 @@ def test_alphabet_only_head_without_eos_samples_to_the_horizon(peft_model, conte
         out[:, alphabet] = logits[:, alphabet]
         return out, cache
 
-    fc = forecast(peft_model, FMT, contexts[:2], horizon_steps=H, batch_size=4, num_samples=2,
+    fc = forecast_with(peft_model, FMT, contexts[:2], horizon_steps=H, batch_size=4, num_samples=2,
                   temperature=3.0, top_p=1.0, max_int_digits=MAX_INT, logits_fn=alphabet_only,
                   progress=False, seed=1)
     assert fc.parsed.all() and fc.samples.shape == (2, 2, H, V)
@@ -235,7 +236,7 @@ def no_cache_logits_fn(model):
 
 
 def test_kv_cached_loop_equals_full_recompute(peft_model, contexts, greedy):
-    full = forecast(peft_model, FMT, contexts[:2], horizon_steps=H, batch_size=2,
+    full = forecast_with(peft_model, FMT, contexts[:2], horizon_steps=H, batch_size=2,
                     max_int_digits=MAX_INT, logits_fn=no_cache_logits_fn(peft_model),
                     progress=False)
     assert full.texts == greedy.texts[:2]
@@ -255,8 +256,8 @@ def test_sampled_forecasts_share_the_prefill_and_are_seeded(peft_model, contexts
 
     kwargs = dict(horizon_steps=H, batch_size=8, num_samples=4, temperature=1.5, top_p=0.95,
                   max_int_digits=MAX_INT, progress=False, seed=3)
-    a = forecast(peft_model, FMT, contexts, logits_fn=recording, **kwargs)
-    b = forecast(peft_model, FMT, contexts, **kwargs)
+    a = forecast_with(peft_model, FMT, contexts, logits_fn=recording, **kwargs)
+    b = forecast_with(peft_model, FMT, contexts, **kwargs)
     assert prefill_rows == [2, 2, 1]  # 8 rows // 4 samples = 2 systems per batch, 5 systems
     assert [(x.rows, x.prefill_rows) for x in a.batches] == [(8, 2), (8, 2), (4, 1)]
     assert a.texts == b.texts
@@ -315,12 +316,12 @@ def test_numeric_head_forecasts_equal_the_full_heads_under_greedy(contexts, lm_h
     allowed = FMT.head_ids(include_eos=True)
     options = dict(horizon_steps=H, batch_size=4, max_int_digits=MAX_INT, progress=False)
     if lm_head_bias:  # small enough to keep the model's preferences, large enough to move some
-        unbiased = forecast(model, FMT, contexts, **options).texts
+        unbiased = forecast_with(model, FMT, contexts, **options).texts
         with torch.no_grad():
             bias = model.get_output_embeddings().bias
             bias.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
-        assert forecast(model, FMT, contexts, **options).texts != unbiased  # not vacuous
-    runs = {head: forecast(model, FMT, contexts, logits_fn=logits_fn_for(head, model, allowed),
+        assert forecast_with(model, FMT, contexts, **options).texts != unbiased  # not vacuous
+    runs = {head: forecast_with(model, FMT, contexts, logits_fn=logits_fn_for(head, model, allowed),
                            **options) for head in ("full", "numeric")}
     assert runs["numeric"].texts == runs["full"].texts
     np.testing.assert_array_equal(runs["numeric"].samples, runs["full"].samples)

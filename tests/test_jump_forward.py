@@ -16,12 +16,13 @@ import torch
 from scipy.stats import chisquare
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.forecasting import decode, forecast
+from lora_forecast.forecasting import decode
 from lora_forecast.forecasting.decoding import Sampling
 from lora_forecast.forecasting.forecaster import default_jump_forward
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar, TokenTable
 from lora_forecast.models.build import build_model
 from lora_forecast.models.tokenizer import qwen_tokenizer
+from tests.conftest import forecast_with
 
 QWEN = TokenTable.from_tokenizer(qwen_tokenizer())
 ZERO, ONE, DOT, COMMA, SEMI = (QWEN.ids[symbol] for symbol in "01.,;")
@@ -100,7 +101,7 @@ def test_greedy_forecasts_are_identical_in_fewer_calls():
     rng = np.random.default_rng(1)
     contexts = [rng.uniform(0.0, 30.0, size=(t, 2)) for t in (3, 6, 4)]
     fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
-    runs = {jf: forecast(model, fmt, contexts, horizon_steps=3,
+    runs = {jf: forecast_with(model, fmt, contexts, horizon_steps=3,
                          batch_size=3, max_int_digits=2, progress=False, jump_forward=jf)
             for jf in (True, False)}
     assert runs[True].texts == runs[False].texts
@@ -120,6 +121,6 @@ def test_jump_forward_defaults_to_the_device_where_it_saves_time():
     assert default_jump_forward(torch.device("cpu")) is False
     model = build_model(ModelConfig(kind="tiny"), LoraConfig()).eval()
     fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=10.0), qwen_tokenizer())
-    fc = forecast(model, fmt, [np.full((3, 2), 4.0)], horizon_steps=2, batch_size=1,
+    fc = forecast_with(model, fmt, [np.full((3, 2), 4.0)], horizon_steps=2, batch_size=1,
                   max_int_digits=2, progress=False)
     assert fc.decode_calls == int(fc.generated_tokens.max()) - 1

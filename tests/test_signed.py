@@ -18,11 +18,11 @@ from test_planning import seed_forward
 from lora_forecast.config import to_settings
 from lora_forecast.errors import ConfigError, DataFormatError
 from lora_forecast.flops import Architecture, count_flops
-from lora_forecast.forecasting import forecast
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar, TokenTable
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.planning import predict_cost, run_shape, series_lengths, token_format
 from lora_forecast.task import run_task
+from tests.conftest import forecast_with
 
 QWEN = TokenTable.from_tokenizer(qwen_tokenizer())
 SPEC_IDS = (*range(15, 25), 13, 11, 26)  # SPEC's Qwen2.5 ids: '0'..'9', '.', ',', ';'
@@ -118,7 +118,7 @@ def test_constrained_forecasts_go_below_zero_only_with_the_signed_alphabet(signe
     digits, max_int_digits=2), then '.', '3', '3': every value -33.33; unsigned the grammar
     masks the '-' and the same model writes 33.33."""
     contexts = np.array([[[0.5, -1.0], [-0.25, 2.0]], [[1.0, 1.0], [2.0, 2.0]]])
-    fc = forecast(None, signed_format(signed), contexts, horizon_steps=3, max_int_digits=2,
+    fc = forecast_with(None, signed_format(signed), contexts, horizon_steps=3, max_int_digits=2,
                   logits_fn=prefers_minus, progress=False, jump_forward=True)
     assert fc.parse_failures == 0 and fc.parsed.all()
     np.testing.assert_allclose(fc.point, np.full((2, 3, 2), value))

@@ -7,12 +7,18 @@ from lora_forecast.forecasting.decoding import (
     decode,
     full_head_logits_fn,
 )
-from lora_forecast.forecasting.forecaster import DecodeBatch, Forecast, forecast
+from lora_forecast.forecasting.forecaster import (
+    DecodeBatch,
+    Forecast,
+    ForecastOptions,
+    forecast,
+)
 
 __all__ = [
     "DecodeBatch",
     "DecodeResult",
     "Forecast",
+    "ForecastOptions",
     "LogitsFn",
     "Sampling",
     "decode",

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,9 +39,63 @@ from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.llmtime.grammar import LLMTimeGrammar
 from lora_forecast.models.compiled import compiled
 
+if TYPE_CHECKING:
+    from lora_forecast.config import EvalConfig
+
 QUANTILES = (0.1, 0.9)
 PREFILL_TOKENS = 8192  # default prompt tokens per prefill call (``eval.prefill_tokens``)
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ForecastOptions:
+    """How forecasts are decoded, built once per command (:meth:`from_eval`) and passed whole.
+
+    Attributes:
+        horizon_steps: steps to forecast (H).
+        batch_size: rows (system x sample) per forward batch: ``max(1, batch_size //
+            num_samples)`` systems, each prefilled once; None: as many systems as free memory
+            holds (:func:`batch_systems`; all of them when only a ``logits_fn`` is given).
+        constrained: enforce the LLMTIME grammar (always parses); False decodes freely and
+            parses the first H ';'-separated steps of the text.
+        num_samples: samples per system (N).
+        temperature, top_p: sampling settings (ignored when decoding greedily).
+        max_int_digits: most integer digits per number under the grammar; also sets the token
+            cap of free decoding.
+        seed: seeds each row's sampling stream (with its system and sample index).
+        greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
+        jump_forward: feed grammar-forced tokens without a model call of their own (same
+            tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`);
+            None: :func:`default_jump_forward` of the model's device.
+        compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
+        prefill_tokens: most prompt tokens (padding included) per prefill call: a batch's
+            prompts are prefilled in chunks of that many, at least one prompt (None: at once).
+    """
+
+    horizon_steps: int
+    batch_size: int | None = None
+    constrained: bool = True
+    num_samples: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_int_digits: int = 3
+    seed: int = 0
+    greedy: bool | None = None
+    jump_forward: bool | None = None
+    compile: bool = False
+    prefill_tokens: int | None = PREFILL_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1 or None, got {self.batch_size}")
+
+    @classmethod
+    def from_eval(cls, ev: EvalConfig, **overrides: Any) -> ForecastOptions:
+        """The ``eval.*`` settings of the same names (``greedy`` stays None), then
+        ``overrides`` (e.g. ``num_samples=1`` for greedy validation forecasts)."""
+        names = {f.name for f in fields(cls)} - {"greedy"}
+        return replace(cls(**{n: getattr(ev, n) for n in names}), **overrides)
+
 
 @dataclass(frozen=True)
 class DecodeBatch:
@@ -101,62 +156,40 @@ def max_new_tokens(grammar: LLMTimeGrammar, constrained: bool) -> int:
 
 
 def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
-             contexts: np.ndarray | Sequence[np.ndarray], *, horizon_steps: int,
-             batch_size: int | None = None, constrained: bool = True, num_samples: int = 1,
-             temperature: float = 0.7, top_p: float = 0.9, max_int_digits: int = 3, seed: int = 0,
-             logits_fn: LogitsFn | None = None, progress: bool = True,
-             greedy: bool | None = None, jump_forward: bool | None = None,
-             compile: bool = False, prefill_tokens: int | None = PREFILL_TOKENS) -> Forecast:
-    """Forecast ``horizon_steps`` steps after each context.
+             contexts: np.ndarray | Sequence[np.ndarray], options: ForecastOptions, *,
+             logits_fn: LogitsFn | None = None, progress: bool = True) -> Forecast:
+    """Forecast ``options.horizon_steps`` steps after each context.
 
     Args:
         model: the causal LM (put in eval mode for the call, then restored); may be None when
             ``logits_fn`` is given (inputs then stay on the CPU).
         fmt: the LLMTIME format (codec and the model's tokenizer) the model was trained with.
         contexts: ``[S, Tc, V]`` array, or S arrays ``[Tc_s, V]`` of different lengths.
-        horizon_steps: steps to forecast (H).
-        batch_size: rows (system x sample) per forward batch: ``max(1, batch_size //
-            num_samples)`` systems, each prefilled once; None: as many systems as free memory
-            holds (:func:`batch_systems`; all of them when only a ``logits_fn`` is given).
-        constrained: enforce the LLMTIME grammar (always parses); False decodes freely and
-            parses the first H ';'-separated steps of the text.
-        num_samples: samples per system (N).
-        temperature, top_p: sampling settings (ignored when decoding greedily).
-        max_int_digits: most integer digits per number under the grammar; also sets the token
-            cap of free decoding.
-        seed: seeds each row's sampling stream (with its system and sample index).
+        options: how to decode (:class:`ForecastOptions`).
         logits_fn: the model call; default :func:`full_head_logits_fn` of ``model``.
         progress: show a tqdm bar over batches.
-        greedy: None means greedy iff ``num_samples == 1`` (the reference protocol).
-        jump_forward: feed grammar-forced tokens without a model call of their own (same
-            tokens, fewer decode calls; see :func:`~lora_forecast.forecasting.decoding.decode`);
-            None: :func:`default_jump_forward` of the model's device.
-        compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
-        prefill_tokens: most prompt tokens (padding included) per prefill call: a batch's
-            prompts are prefilled in chunks of that many, at least one prompt (None: at once).
 
     Returns:
         A :class:`Forecast`.
     """
     if model is None and logits_fn is None:
         raise ValueError("forecast needs a model or a logits_fn")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size: must be >= 1 or None, got {batch_size}")
+    o = options
+    horizon_steps, num_samples = o.horizon_steps, o.num_samples
     series = _as_series(contexts)
     n_sys, n_vars = len(series), series[0].shape[1]
-    sampling = _sampling(num_samples, greedy, temperature, top_p)
+    sampling = _sampling(num_samples, o.greedy, o.temperature, o.top_p)
     eos, pad = fmt.tokens.eos_id, fmt.tokens.pad_id
-    grammar = fmt.grammar(n_vars, horizon_steps, max_int_digits)
+    grammar = fmt.grammar(n_vars, horizon_steps, o.max_int_digits)
     prompts = [fmt.prompt(c) for c in series]
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     logits_fn = logits_fn or full_head_logits_fn(model)
-    if compile:
+    if o.compile:
         logits_fn = compiled(logits_fn, "eval.compile", device.type)
-    if jump_forward is None:
-        jump_forward = default_jump_forward(device)
+    jump_forward = default_jump_forward(device) if o.jump_forward is None else o.jump_forward
     options = dict(pad_id=pad, sampling=sampling, device=device, jump_forward=jump_forward)
-    options.update(max_new_tokens=max_new_tokens(grammar, constrained))
-    if constrained:
+    options.update(max_new_tokens=max_new_tokens(grammar, o.constrained))
+    if o.constrained:
         options.update(grammar=grammar)
     else:
         options.update(semicolons=_separator_counts(fmt), horizon_steps=horizon_steps,
@@ -165,16 +198,16 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     tokens: dict[tuple[int, int], list[int]] = {}
     batches: list[DecodeBatch] = []
     width = max(map(len, prompts))
-    prefill_chunk = n_sys if prefill_tokens is None else max(1, prefill_tokens // width)
+    prefill_chunk = n_sys if o.prefill_tokens is None else max(1, o.prefill_tokens // width)
     options.update(prefill_chunk=prefill_chunk)
     per_batch = (batch_systems(model, width, options["max_new_tokens"], num_samples, n_sys,
-                               prefill_chunk) if batch_size is None
-                 else max(1, batch_size // num_samples))
+                               prefill_chunk) if o.batch_size is None
+                 else max(1, o.batch_size // num_samples))
     system_batches = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
     with _eval_mode(model):
         for systems in tqdm(system_batches, desc="forecast", unit="batch", disable=not progress):
             jobs = [(s, n) for s in systems for n in range(num_samples)]  # system-major rows
-            streams = None if sampling.greedy else [row_stream(seed, s, n, device)
+            streams = None if sampling.greedy else [row_stream(o.seed, s, n, device)
                                                     for s, n in jobs]
             result: DecodeResult = decode(logits_fn, [prompts[s] for s in systems],
                                           repeats=num_samples, generator=streams, **options)
@@ -182,7 +215,7 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
             batches.append(DecodeBatch(len(jobs), result.prompt_width, result.decode_steps,
                                        result.prefill_rows))
 
-    texts = [[_text(tokens[s, n], constrained, fmt) for n in range(num_samples)]
+    texts = [[_text(tokens[s, n], o.constrained, fmt) for n in range(num_samples)]
              for s in range(n_sys)]
     samples, parsed = _parse_all(texts, fmt, horizon_steps, n_vars)
     point, lower, upper = summarise(samples, parsed)
