@@ -63,6 +63,16 @@ def forecast_with(model, fmt, contexts, *, logits_fn=None, progress: bool = Fals
                     progress=progress)
 
 
+def decode_with(logits_fn, prompts, *, generator=None, repeats: int = 1, max_new_tokens: int,
+                grammar=None, semicolons=None, horizon_steps=None, eos_ids=(), **options):
+    """:func:`lora_forecast.forecasting.decode` with its stop rule and options as keywords."""
+    from lora_forecast.forecasting import DecodeOptions, StopRule, decode
+
+    stop = StopRule(max_new_tokens, grammar, semicolons, horizon_steps, tuple(eos_ids))
+    return decode(logits_fn, prompts, DecodeOptions(stop, **options), generator=generator,
+                  repeats=repeats)
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose ``conf/`` with the shrink overrides, outputs under this test's ``tmp_path``."""

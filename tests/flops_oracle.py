@@ -15,7 +15,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lora_forecast.flops import Architecture, count_flops
-from lora_forecast.forecasting.decoding import decode, full_head_logits_fn
+from lora_forecast.forecasting.decoding import (
+    DecodeOptions,
+    StopRule,
+    decode,
+    full_head_logits_fn,
+)
 
 
 def with_lora(model: nn.Module, rank: int, targets: str | Sequence[str],
@@ -70,9 +75,9 @@ def cached_decode(model: nn.Module, ids: torch.Tensor, new_tokens: int, vocab: i
     """The forecaster's own loop (lora_forecast.forecasting.decoding): one prefill with the
     head on the last position, then ``new_tokens - 1`` KV-cached single-token calls."""
     model.eval()
-    result = decode(full_head_logits_fn(model), ids.tolist(), pad_id=0,
-                    max_new_tokens=new_tokens, semicolons=torch.zeros(vocab, dtype=torch.long),
+    stop = StopRule(new_tokens, semicolons=torch.zeros(vocab, dtype=torch.long),
                     horizon_steps=new_tokens + 1)
+    result = decode(full_head_logits_fn(model), ids.tolist(), DecodeOptions(stop, pad_id=0))
     assert result.decode_steps == new_tokens - 1
     assert result.generated_tokens == [new_tokens] * ids.shape[0]
 

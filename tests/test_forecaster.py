@@ -8,7 +8,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.forecasting import decode, full_head_logits_fn
+from lora_forecast.forecasting import full_head_logits_fn
 from lora_forecast.forecasting.decoding import Sampling, left_pad, next_tokens
 from lora_forecast.llmtime import (
     LLMTimeCodec,
@@ -19,7 +19,7 @@ from lora_forecast.llmtime import (
 from lora_forecast.models.build import build_model, load_base_model
 from lora_forecast.models.numeric_head import logits_fn_for
 from lora_forecast.models.tokenizer import qwen_tokenizer
-from tests.conftest import forecast_with
+from tests.conftest import decode_with, forecast_with
 
 H, V, MAX_INT = 2, 2, 2
 CODEC = LLMTimeCodec(alpha=10.0)
@@ -206,7 +206,7 @@ def test_processor_inside_generate_matches_our_loop(base_model, contexts):
     tok = qwen_tokenizer()
     g = grammar(tok)
     rows = prompts(contexts[:3])
-    ours = decode(full_head_logits_fn(base_model), rows, pad_id=tok.pad_token_id,
+    ours = decode_with(full_head_logits_fn(base_model), rows, pad_id=tok.pad_token_id,
                   max_new_tokens=g.max_length, grammar=g)
     input_ids, mask = left_pad(rows, tok.pad_token_id)
     width = input_ids.shape[1]
@@ -272,8 +272,8 @@ def test_greedy_repeats_give_identical_rows_equal_to_one_row(peft_model, context
     tok = qwen_tokenizer()
     g, rows = grammar(tok), prompts(contexts[:3])
     options = dict(pad_id=tok.pad_token_id, max_new_tokens=g.max_length, grammar=g)
-    once = decode(full_head_logits_fn(peft_model), rows, **options)
-    thrice = decode(full_head_logits_fn(peft_model), rows, repeats=3, **options)
+    once = decode_with(full_head_logits_fn(peft_model), rows, **options)
+    thrice = decode_with(full_head_logits_fn(peft_model), rows, repeats=3, **options)
     assert thrice.tokens == [t for t in once.tokens for _ in range(3)]
     assert thrice.prefill_rows == 3 and len(thrice.tokens) == 9
     assert thrice.prompt_tokens == [p for p in once.prompt_tokens for _ in range(3)]
@@ -300,9 +300,9 @@ def test_shared_prefill_equals_expanded_rows_for_the_same_draws():
     rows = [[1, 2, 3], [4, 7], [9, 8, 6, 3]]
     options = dict(pad_id=0, max_new_tokens=9, semicolons=semicolons, horizon_steps=2,
                    eos_ids=(0,), sampling=Sampling(greedy=False, temperature=2.0, top_p=0.95))
-    shared = decode(hashed_logits_fn(), rows, repeats=4,
+    shared = decode_with(hashed_logits_fn(), rows, repeats=4,
                     generator=torch.Generator().manual_seed(7), **options)
-    expanded = decode(hashed_logits_fn(), [p for p in rows for _ in range(4)],
+    expanded = decode_with(hashed_logits_fn(), [p for p in rows for _ in range(4)],
                       generator=torch.Generator().manual_seed(7), **options)
     assert shared.tokens == expanded.tokens
     assert shared.prefill_rows == 3 and expanded.prefill_rows == 12

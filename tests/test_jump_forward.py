@@ -16,13 +16,12 @@ import torch
 from scipy.stats import chisquare
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.forecasting import decode
 from lora_forecast.forecasting.decoding import Sampling
 from lora_forecast.forecasting.forecaster import default_jump_forward
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar, TokenTable
 from lora_forecast.models.build import build_model
 from lora_forecast.models.tokenizer import qwen_tokenizer
-from tests.conftest import forecast_with
+from tests.conftest import decode_with, forecast_with
 
 QWEN = TokenTable.from_tokenizer(qwen_tokenizer())
 ZERO, ONE, DOT, COMMA, SEMI = (QWEN.ids[symbol] for symbol in "01.,;")
@@ -81,7 +80,7 @@ def test_sampling_distribution_is_unchanged(jump_forward):
                              tokens=TABLE)
     prompt = [ONE, DOT, ZERO, COMMA, ZERO, DOT, ONE, SEMI]
     n = 4000
-    result = decode(fake_logits_fn, [prompt], pad_id=0, max_new_tokens=grammar.max_length,
+    result = decode_with(fake_logits_fn, [prompt], pad_id=0, max_new_tokens=grammar.max_length,
                     grammar=grammar, sampling=Sampling(greedy=False), repeats=n,
                     generator=torch.Generator().manual_seed(0), jump_forward=jump_forward)
     exact = exact_distribution(prompt, grammar)

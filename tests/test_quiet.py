@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, SHRINK, subprocess_env
+from conftest import REPO, SHRINK, decode_with, subprocess_env
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.forecasting.decoding import decode
 from lora_forecast.models.build import build_model
 from lora_forecast.models.numeric_head import logits_fn_for
 from lora_forecast.quiet import quiet_third_party
@@ -27,7 +26,7 @@ def test_cached_decoding_raises_no_deprecation_warning(head: str) -> None:
     logits_fn = logits_fn_for(head, model, DIGITS_POINT_COMMA_SEMICOLON)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = decode(logits_fn, [[15, 13, 16], [17, 26]], pad_id=0, max_new_tokens=3,
+        result = decode_with(logits_fn, [[15, 13, 16], [17, 26]], pad_id=0, max_new_tokens=3,
                         semicolons=torch.zeros(151936, dtype=torch.long), horizon_steps=1)
     assert result.decode_steps == 2  # the cache was passed back in twice
     noisy = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]

@@ -1,9 +1,11 @@
 """Forecasting with a causal LM: a KV-cached, grammar-constrained decode loop and the forecaster."""
 
 from lora_forecast.forecasting.decoding import (
+    DecodeOptions,
     DecodeResult,
     LogitsFn,
     Sampling,
+    StopRule,
     decode,
     full_head_logits_fn,
 )
@@ -16,11 +18,13 @@ from lora_forecast.forecasting.forecaster import (
 
 __all__ = [
     "DecodeBatch",
+    "DecodeOptions",
     "DecodeResult",
     "Forecast",
     "ForecastOptions",
     "LogitsFn",
     "Sampling",
+    "StopRule",
     "decode",
     "forecast",
     "full_head_logits_fn",

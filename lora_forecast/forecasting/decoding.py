@@ -273,14 +273,60 @@ def _step_inputs(chunks: list[list[int]], pad_id: int, last_pos: torch.Tensor,
     return ids.to(device), real, positions
 
 
+@dataclass(frozen=True)
+class StopRule:
+    """When a row is done: its grammar is complete (constrained), or, free, after
+    ``horizon_steps`` ';' characters or an ``eos_ids`` token; never past ``max_new_tokens``.
+
+    Attributes:
+        max_new_tokens: hard cap on generated tokens per row.
+        grammar: constrain every row to the LLMTIME grammar; rows finish when it is complete.
+        semicolons: unconstrained only: ``[V]`` count of ';' characters per token id.
+        horizon_steps: unconstrained only: a row finishes after this many ';' characters.
+        eos_ids: unconstrained only: tokens that finish a row.
+    """
+
+    max_new_tokens: int
+    grammar: LLMTimeGrammar | None = None
+    semicolons: torch.Tensor | None = None
+    horizon_steps: int | None = None
+    eos_ids: Sequence[int] = ()
+
+    def __post_init__(self) -> None:
+        if self.grammar is None and (self.semicolons is None or self.horizon_steps is None):
+            raise ValueError("unconstrained decoding needs semicolons and horizon_steps")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Everything about a decode but its prompts and random streams.
+
+    Attributes:
+        stop: when rows finish (:class:`StopRule`).
+        pad_id: id used for left padding and for rows that already finished.
+        sampling: greedy or temperature/top-p sampling.
+        device: where the input tensors go (the model's device).
+        jump_forward: feed grammar-forced tokens without a model call of their own.
+        prefill_chunk: prefill at most this many prompts per model call (None: all at once).
+    """
+
+    stop: StopRule
+    pad_id: int
+    sampling: Sampling = Sampling()
+    device: torch.device | str = "cpu"
+    jump_forward: bool = True
+    prefill_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        grammar = self.stop.grammar
+        if grammar is not None and self.pad_id not in grammar.end_ids:
+            raise ValueError(f"pad_id {self.pad_id} must be one of the grammar's end_ids")
+
+
 @torch.no_grad()
-def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int,
-           max_new_tokens: int, grammar: LLMTimeGrammar | None = None,
-           semicolons: torch.Tensor | None = None, horizon_steps: int | None = None,
-           eos_ids: Sequence[int] = (), sampling: Sampling = Sampling(),
+def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], options: DecodeOptions, *,
            generator: torch.Generator | Sequence[torch.Generator] | None = None,
-           device: torch.device | str = "cpu", repeats: int = 1, jump_forward: bool = True,
-           prefill_chunk: int | None = None) -> DecodeResult:
+           repeats: int = 1) -> DecodeResult:
     """Generate ``repeats`` continuations of each prompt: one prefill, a KV-cached token loop.
 
     Jump-forward: a token the grammar forces (the only allowed one: a separator after the last
@@ -292,40 +338,33 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], *, pad_id: int
     Args:
         logits_fn: the model call (see :data:`LogitsFn`).
         prompts: token ids per row (unpadded; rows may differ in length).
-        pad_id: id used for left padding and for rows that already finished.
-        max_new_tokens: hard cap on generated tokens per row.
-        grammar: constrain every row to the LLMTIME grammar; rows finish when it is complete.
-        semicolons: unconstrained only: ``[V]`` count of ';' characters per token id.
-        horizon_steps: unconstrained only: a row finishes after this many ';' characters.
-        eos_ids: unconstrained only: tokens that finish a row.
-        sampling: greedy or temperature/top-p sampling.
+        options: the stop rule, padding, sampling, device, jump-forward and prefill chunk
+            (:class:`DecodeOptions`).
         generator: random source for sampling (seed it for determinism), or one per row
             (``len(prompts) * repeats``, in row order).
-        device: where the input tensors go (the model's device).
         repeats: rows per prompt (samples), adjacent in the output; the prompt is prefilled
             once and its KV cache shared (copied) by its rows.
-        jump_forward: feed grammar-forced tokens without a model call of their own.
-        prefill_chunk: prefill at most this many prompts per model call (None: all at once).
 
     Returns:
         A :class:`DecodeResult` over ``len(prompts) * repeats`` rows.
     """
-    if grammar is None and (semicolons is None or horizon_steps is None):
-        raise ValueError("unconstrained decoding needs semicolons and horizon_steps")
-    if grammar is not None and pad_id not in grammar.end_ids:
-        raise ValueError(f"pad_id {pad_id} must be one of the grammar's end_ids")
+    stop, pad_id, device, jump_forward = (options.stop, options.pad_id, options.device,
+                                          options.jump_forward)
+    grammar, max_new_tokens = stop.grammar, stop.max_new_tokens
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats}")
     logits, cache, mask, last_pos = _prefill(logits_fn, prompts, pad_id, repeats, device,
-                                             prefill_chunk)
+                                             options.prefill_chunk)
     batch, width = mask.shape
     rules = _GrammarRows(grammar, batch) if grammar else None
-    free = None if grammar else _FreeStop(semicolons, horizon_steps, eos_ids, batch)
+    free = None if grammar else _FreeStop(stop.semicolons, stop.horizon_steps, stop.eos_ids,
+                                          batch)
     rows: list[list[int]] = [[] for _ in range(batch)]
     finished = [False] * batch
     calls = 0
     while True:
-        token = next_tokens(rules.mask(logits) if rules else logits, sampling, generator).tolist()
+        token = next_tokens(rules.mask(logits) if rules else logits, options.sampling,
+                            generator).tolist()
         chunks = [[] if finished[r] else
                   (rules.push(r, token[r], jump_forward) if rules else [token[r]])
                   for r in range(batch)]

@@ -28,9 +28,11 @@ from tqdm.auto import tqdm
 
 from lora_forecast.flops import Architecture
 from lora_forecast.forecasting.decoding import (
+    DecodeOptions,
     DecodeResult,
     LogitsFn,
     Sampling,
+    StopRule,
     decode,
     full_head_logits_fn,
 )
@@ -187,30 +189,25 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     if o.compile:
         logits_fn = compiled(logits_fn, "eval.compile", device.type)
     jump_forward = default_jump_forward(device) if o.jump_forward is None else o.jump_forward
-    options = dict(pad_id=pad, sampling=sampling, device=device, jump_forward=jump_forward)
-    options.update(max_new_tokens=max_new_tokens(grammar, o.constrained))
-    if o.constrained:
-        options.update(grammar=grammar)
-    else:
-        options.update(semicolons=_separator_counts(fmt), horizon_steps=horizon_steps,
-                       eos_ids=(eos, pad))
-
+    cap = max_new_tokens(grammar, o.constrained)
+    stop = (StopRule(cap, grammar=grammar) if o.constrained else
+            StopRule(cap, semicolons=_separator_counts(fmt), horizon_steps=horizon_steps,
+                     eos_ids=(eos, pad)))
     tokens: dict[tuple[int, int], list[int]] = {}
     batches: list[DecodeBatch] = []
     width = max(map(len, prompts))
     prefill_chunk = n_sys if o.prefill_tokens is None else max(1, o.prefill_tokens // width)
-    options.update(prefill_chunk=prefill_chunk)
-    per_batch = (batch_systems(model, width, options["max_new_tokens"], num_samples, n_sys,
-                               prefill_chunk) if o.batch_size is None
-                 else max(1, o.batch_size // num_samples))
+    options = DecodeOptions(stop, pad, sampling, device, jump_forward, prefill_chunk)
+    per_batch = (batch_systems(model, width, cap, num_samples, n_sys, prefill_chunk)
+                 if o.batch_size is None else max(1, o.batch_size // num_samples))
     system_batches = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
     with _eval_mode(model):
         for systems in tqdm(system_batches, desc="forecast", unit="batch", disable=not progress):
             jobs = [(s, n) for s in systems for n in range(num_samples)]  # system-major rows
             streams = None if sampling.greedy else [row_stream(o.seed, s, n, device)
                                                     for s, n in jobs]
-            result: DecodeResult = decode(logits_fn, [prompts[s] for s in systems],
-                                          repeats=num_samples, generator=streams, **options)
+            result: DecodeResult = decode(logits_fn, [prompts[s] for s in systems], options,
+                                          repeats=num_samples, generator=streams)
             tokens.update(zip(jobs, result.tokens, strict=True))
             batches.append(DecodeBatch(len(jobs), result.prompt_width, result.decode_steps,
                                        result.prefill_rows))
