@@ -60,7 +60,7 @@ from benchmarks.common import (
 )
 from benchmarks.forecasting_peers import run_generate, run_reference
 from lora_forecast.data.generator import generate_lotka_volterra
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture, FlopsRequest, count_flops
 from lora_forecast.forecasting import ForecastOptions
 from lora_forecast.forecasting import forecast as batched_forecast
 from lora_forecast.forecasting.decoding import LogitsFn
@@ -147,9 +147,10 @@ def ceiling_fields(opts: dict[str, Any], model: torch.nn.Module, ceiling: Ceilin
     bytes of weights read per second, as a fraction of the copy bandwidth."""
     model_cfg, _ = model_configs(opts["layers"], rank=8)
     arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
-    prefill_flops = sum(count_flops(arch, accounting="exact", mode="forward",
-                                    context_tokens=b.prompt_width, batch_size=b.prefill_rows,
-                                    lora_rank=8, head_vocab=13, convention="torch").total
+    prefill_flops = sum(count_flops(arch, FlopsRequest("forward", b.prompt_width,
+                                                       batch_size=b.prefill_rows, lora_rank=8,
+                                                       head_vocab=13),
+                                    accounting="exact", convention="torch").total
                         for b in batches)
     weights = weight_bytes_per_decode_call(model, 13)
     per_call = phases["seconds_per_decode_call"]

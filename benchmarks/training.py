@@ -55,7 +55,7 @@ from benchmarks.common import (
     timer,
     tokens_per_step,
 )
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture, FlopsRequest, count_flops
 from lora_forecast.models.build import (
     QWEN2_5_VOCAB_ROWS,
     build_model,
@@ -166,11 +166,11 @@ def step_flops(opts: dict[str, Any], head_vocab: int | None, backward: str = "ru
     """
     model_cfg, _ = model_configs(opts["layers"], opts["rank"], opts["lm_head_bias"])
     arch = Architecture.from_hf_config(tiny_qwen2_config(model_cfg))
-    report = count_flops(arch, accounting="exact", mode="train", context_tokens=opts["context"],
-                         batch_size=opts["batch"], steps=1, lora_rank=opts["rank"],
-                         lora_targets=("q_proj", "v_proj"), lm_head_bias=opts["lm_head_bias"],
-                         head_vocab=head_vocab, backward=backward, convention=convention,
-                         gradient_checkpointing=checkpointing)
+    request = FlopsRequest("train", opts["context"], batch_size=opts["batch"], steps=1,
+                           lora_rank=opts["rank"], lora_targets=("q_proj", "v_proj"),
+                           lm_head_bias=opts["lm_head_bias"], head_vocab=head_vocab,
+                           backward=backward, gradient_checkpointing=checkpointing)
+    report = count_flops(arch, request, accounting="exact", convention=convention)
     return report.total
 
 

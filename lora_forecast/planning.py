@@ -21,7 +21,7 @@ from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import SystemSplit, split_systems
 from lora_forecast.data.windows import count_windows
 from lora_forecast.errors import ConfigError
-from lora_forecast.flops import Architecture, count_flops, resolve_lora_targets
+from lora_forecast.flops import Architecture, FlopsRequest, count_flops, resolve_lora_targets
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, TokenLayoutError, TokenTable
 
 QWEN2_5_0_5B_IDS = ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B")
@@ -297,8 +297,8 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
     """``count(mode, context_tokens, **kw) -> FLOPs`` with this run's model, LoRA and
     accounting options bound (``arch`` defaults to the configured model's)."""
     arch = arch or architecture_for(settings.model)
+    accounting = settings.budget.accounting
     common = {
-        "accounting": settings.budget.accounting,
         "lora_rank": settings.lora.rank,
         "lora_targets": lora_targets(settings, arch),
         "lm_head_bias": settings.model.lm_head_bias,
@@ -309,9 +309,8 @@ def flops_counter(settings: Settings, arch: Architecture | None = None):
         extra = {"backward": settings.budget.backward,
                  "gradient_checkpointing": settings.train.gradient_checkpointing,
                  } if mode == "train" else {}
-        return count_flops(
-            arch, mode=mode, context_tokens=context_tokens, **common, **extra, **kwargs
-        ).total
+        request = FlopsRequest(mode, context_tokens, **common, **extra, **kwargs)
+        return count_flops(arch, request, accounting=accounting).total
 
     return count
 

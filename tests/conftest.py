@@ -63,6 +63,14 @@ def forecast_with(model, fmt, contexts, *, logits_fn=None, progress: bool = Fals
                     progress=progress)
 
 
+def count_with(arch, *, accounting: str, convention="coursework", **request):
+    """:func:`lora_forecast.flops.count_flops` with its :class:`FlopsRequest` as keywords."""
+    from lora_forecast.flops import FlopsRequest, count_flops
+
+    return count_flops(arch, FlopsRequest(**request), accounting=accounting,
+                       convention=convention)
+
+
 def decode_with(logits_fn, prompts, *, generator=None, repeats: int = 1, max_new_tokens: int,
                 grammar=None, semicolons=None, horizon_steps=None, eos_ids=(), **options):
     """:func:`lora_forecast.forecasting.decode` with its stop rule and options as keywords."""

@@ -14,7 +14,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture, FlopsRequest, count_flops
 from lora_forecast.forecasting.decoding import (
     DecodeOptions,
     StopRule,
@@ -84,4 +84,5 @@ def cached_decode(model: nn.Module, ids: torch.Tensor, new_tokens: int, vocab: i
 
 def predict(arch: Architecture, **kwargs) -> float:
     """The exact accounting's total in the torch convention (what FlopCounterMode counts)."""
-    return count_flops(arch, accounting="exact", convention="torch", **kwargs).total
+    return count_flops(arch, FlopsRequest(**kwargs), accounting="exact",
+                       convention="torch").total

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lora_forecast.flops import CONVENTIONS, Architecture, FlopsReport, count_flops
+from lora_forecast.flops import CONVENTIONS, Architecture, FlopsReport
+from tests.conftest import count_with
 
 # D=4, one layer, H=2 query heads sharing KV=1 head of width d=2, I=6, V=10.
 TINY = Architecture(hidden=4, layers=1, heads=2, kv_heads=1, head_dim=2, intermediate=6,
@@ -29,7 +30,7 @@ def mm(m: int, n: int, p: int) -> int:
 
 
 def exact(arch: Architecture = TINY, **kwargs) -> FlopsReport:
-    return count_flops(arch, accounting="exact", **{"mode": "forward", **kwargs})
+    return count_with(arch, accounting="exact", **{"mode": "forward", **kwargs})
 
 
 def test_tiny_forward_components_by_hand():
@@ -208,7 +209,7 @@ def test_invariants(layers, kv, groups, head_dim, n, batch, rank, new, targets, 
 def test_bad_arguments_name_themselves(kwargs, argument):
     args = {"accounting": "exact", "mode": "forward", "context_tokens": 4, **kwargs}
     with pytest.raises(ValueError, match=argument):
-        count_flops(TINY, **args)
+        count_with(TINY, **args)
 
 
 def test_architecture_validation_and_parameters():

@@ -28,13 +28,14 @@ from flops_oracle import (  # noqa: E402
 from torch import nn  # noqa: E402
 
 from lora_forecast.errors import ConfigError  # noqa: E402
-from lora_forecast.flops import Architecture, count_flops  # noqa: E402
+from lora_forecast.flops import Architecture  # noqa: E402
 from lora_forecast.flops.families import (  # noqa: E402
     FAMILIES,
     UnknownLoraTarget,
     UnsupportedArchitecture,
     resolve_lora_targets,
 )
+from tests.conftest import count_with  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
@@ -194,7 +195,7 @@ def test_fused_qkv_lora_is_as_wide_as_q_k_and_v():
     arch = _model("phi3")[1]
     common = {"accounting": "exact", "convention": "torch", "mode": "forward",
               "context_tokens": 1, "lora_rank": 2}
-    report = count_flops(arch, lora_targets=("qkv_proj",), **common).breakdown
+    report = count_with(arch, lora_targets=("qkv_proj",), **common).breakdown
     assert report["forward/lora"] == 2 * (2 * 64 * 2 + 2 * 2 * (64 + 2 * 32))
 
 
@@ -227,7 +228,7 @@ def test_missing_targets_name_themselves_and_what_is_available(family, targets, 
     assert all(name in message for name in FAMILIES[family].linear_modules)
     arch = _model(family)[1]
     with pytest.raises(ValueError, match="lora_targets"):
-        count_flops(arch, accounting="exact", mode="forward", context_tokens=2, lora_rank=2,
+        count_with(arch, accounting="exact", mode="forward", context_tokens=2, lora_rank=2,
                     lora_targets=[targets] if isinstance(targets, str) else targets)
 
 
@@ -246,7 +247,7 @@ def _tiny(family: str, **traits) -> Architecture:
 
 def _coursework(arch: Architecture, **kwargs) -> dict[str, float]:
     args = {"accounting": "exact", "mode": "forward", "context_tokens": 3, **kwargs}
-    return dict(count_flops(arch, **args).breakdown)
+    return dict(count_with(arch, **args).breakdown)
 
 
 def _spec_mm(m: int, n: int, p: int) -> int:

@@ -10,7 +10,8 @@ from fractions import Fraction
 
 import pytest
 
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture
+from tests.conftest import count_with
 
 QWEN = Architecture.qwen2_5_0_5b()
 
@@ -40,7 +41,7 @@ SHAPES = [  # (D, H, L, V, N)
 
 @pytest.mark.parametrize(("d", "h", "n_layers", "v", "n"), SHAPES)
 def test_forward_matches_spec_formula(d, h, n_layers, v, n):
-    report = count_flops(_arch(d, h, n_layers, v), accounting="seed", mode="forward",
+    report = count_with(_arch(d, h, n_layers, v), accounting="seed", mode="forward",
                          context_tokens=n)
     assert report.total == pytest.approx(float(spec_forward(d, h, n_layers, v, n)), rel=1e-14)
 
@@ -51,7 +52,7 @@ def test_qwen_forward_by_hand():
              + (22 * 512**2 - 512 + 10) * 14  # attention term
              + 22 * 896**2 * 512 + 4 * 896 * 512**2 + 31 * 896 * 512 + 20 * 512)
     expected = 24 * layer + (2 * 896 + 22) * 151936 * 512 - 151936
-    report = count_flops(QWEN, accounting="seed", mode="forward", context_tokens=512)
+    report = count_with(QWEN, accounting="seed", mode="forward", context_tokens=512)
     assert report.total == pytest.approx(expected, rel=1e-14)
     assert report.breakdown["forward/layers"] == pytest.approx(24 * layer, rel=1e-14)
 
@@ -59,7 +60,7 @@ def test_qwen_forward_by_hand():
 @pytest.mark.parametrize(("batch", "steps"), [(1, 1), (4, 2000), (4, 0)])
 def test_training_is_three_forwards_per_sequence_and_step(batch, steps):
     fwd = spec_forward(896, 14, 24, 151936, 512)
-    report = count_flops(QWEN, accounting="seed", mode="train", context_tokens=512,
+    report = count_with(QWEN, accounting="seed", mode="train", context_tokens=512,
                          batch_size=batch, steps=steps)
     assert report.total == pytest.approx(float(3 * fwd * batch * steps), rel=1e-14)
     if steps:
@@ -69,21 +70,21 @@ def test_training_is_three_forwards_per_sequence_and_step(batch, steps):
 def test_inference_keeps_context_length_and_ignores_kv_cache():
     fwd = spec_forward(896, 14, 24, 151936, 499)
     for kv_cache in (True, False):
-        report = count_flops(QWEN, accounting="seed", mode="inference", context_tokens=499,
+        report = count_with(QWEN, accounting="seed", mode="inference", context_tokens=499,
                              new_tokens=99, kv_cache=kv_cache)
         assert report.total == pytest.approx(float(fwd * 99), rel=1e-14)
 
 
 def test_lora_bias_and_head_arguments_do_not_change_the_published_formula():
-    base = count_flops(QWEN, accounting="seed", mode="train", context_tokens=128, steps=3)
-    other = count_flops(QWEN, accounting="seed", mode="train", context_tokens=128, steps=3,
+    base = count_with(QWEN, accounting="seed", mode="train", context_tokens=128, steps=3)
+    other = count_with(QWEN, accounting="seed", mode="train", context_tokens=128, steps=3,
                         lora_rank=8, lora_targets=("q_proj", "v_proj", "down_proj"),
                         lm_head_bias=True, head_vocab=13)
     assert other.total == base.total
 
 
 def test_breakdown_sums_to_total():
-    report = count_flops(QWEN, accounting="seed", mode="train", context_tokens=64,
+    report = count_with(QWEN, accounting="seed", mode="train", context_tokens=64,
                          batch_size=2, steps=5)
     assert set(report.breakdown) == {"forward/layers", "forward/lm_head",
                                      "backward/layers", "backward/lm_head"}
@@ -97,4 +98,4 @@ def test_breakdown_sums_to_total():
 def test_seed_refuses_counts_it_does_not_define(kwargs, argument):
     args = {"accounting": "seed", "mode": "forward", "context_tokens": 8, **kwargs}
     with pytest.raises(ValueError, match=argument):
-        count_flops(QWEN, **args)
+        count_with(QWEN, **args)

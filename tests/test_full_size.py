@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR
+from conftest import CONF_DIR, count_with
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import Qwen2ForCausalLM
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture
 from lora_forecast.llmtime import TokenTable
 from lora_forecast.models.build import build_model, tiny_qwen2_config
 from lora_forecast.models.numeric_head import full_head_loss, numeric_head_loss
@@ -51,7 +51,7 @@ def test_full_shape_train_step_agrees_with_torch_counter(qwen_shaped) -> None:
     ids = torch.randint(15, 27, (1, 64), generator=torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as counter:
         qwen_shaped(input_ids=ids, labels=ids).loss.backward()
-    predicted = count_flops(Architecture.qwen2_5_0_5b(), accounting="exact", mode="train",
+    predicted = count_with(Architecture.qwen2_5_0_5b(), accounting="exact", mode="train",
                             context_tokens=64, lora_rank=8, lm_head_bias=True,
                             convention="torch", backward="autograd").total
     assert predicted == pytest.approx(counter.get_total_flops(), rel=0.01)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture
 from lora_forecast.llmtime import TokenTable
 from lora_forecast.models.build import (
     build_model,
@@ -17,6 +17,7 @@ from lora_forecast.models.build import (
 )
 from lora_forecast.models.numeric_head import loss_fn_for
 from lora_forecast.models.tokenizer import qwen_tokenizer
+from tests.conftest import count_with
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -64,7 +65,7 @@ def test_checkpointed_step_has_the_same_gradients_and_counted_recompute():
     arch = Architecture.from_hf_config(tiny_qwen2_config(CFG))
 
     def counted(checkpointing: bool) -> float:
-        return count_flops(arch, accounting="exact", mode="train", context_tokens=TOKENS,
+        return count_with(arch, accounting="exact", mode="train", context_tokens=TOKENS,
                            batch_size=BATCH, lora_rank=RANK, head_vocab=len(LLMTIME_IDS),
                            convention="torch", backward="autograd",
                            gradient_checkpointing=checkpointing).total
@@ -77,12 +78,12 @@ def test_recompute_is_one_layer_forward_in_the_reference_accounting_too():
     arch = Architecture.from_hf_config(tiny_qwen2_config(CFG))
     kwargs = dict(accounting="seed", mode="train", context_tokens=TOKENS, batch_size=BATCH,
                   steps=3)
-    plain = count_flops(arch, **kwargs)
-    checkpointed = count_flops(arch, **kwargs, gradient_checkpointing=True)
+    plain = count_with(arch, **kwargs)
+    checkpointed = count_with(arch, **kwargs, gradient_checkpointing=True)
     # seed: training = 3 x forward, forward = layers + head; the recompute adds the layers once
     assert checkpointed.total - plain.total == pytest.approx(plain.breakdown["forward/layers"])
-    assert count_flops(arch, accounting="seed", mode="forward", context_tokens=TOKENS,
-                       gradient_checkpointing=True).total == count_flops(
+    assert count_with(arch, accounting="seed", mode="forward", context_tokens=TOKENS,
+                       gradient_checkpointing=True).total == count_with(
         arch, accounting="seed", mode="forward", context_tokens=TOKENS).total
 
 
@@ -105,7 +106,7 @@ def test_a_checkpointed_run_trains_the_same_and_meters_its_recompute(compose_cfg
     cfg = runs["false"]["config"]
     arch = Architecture.from_hf_config(tiny_qwen2_config(ModelConfig(**{
         k: v for k, v in cfg["model"].items() if k in ModelConfig.__dataclass_fields__})))
-    seed = count_flops(arch, accounting="seed", mode="forward",
+    seed = count_with(arch, accounting="seed", mode="forward",
                        context_tokens=cfg["data"]["context_tokens"], batch_size=2)
     layers_share = seed.breakdown["forward/layers"] / seed.total
     assert spent["true"] / spent["false"] == pytest.approx(1 + layers_share / 3)

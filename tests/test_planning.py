@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lora_forecast.config import to_settings
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture
 from lora_forecast.planning import predict_cost, run_shape
+from tests.conftest import count_with
 
 
 def seed_forward(n: int, d: int = 896, h: int = 14, layers: int = 24, v: int = 151936) -> float:
@@ -36,7 +37,7 @@ def test_exact_prediction_uses_the_numeric_head_and_lora(compose_cfg) -> None:
     full = to_settings(compose_cfg("+experiment=default", "data=synthetic", "model.head=full",
                                    shrink=False))
     arch = Architecture.qwen2_5_0_5b()
-    step = count_flops(arch, accounting="exact", mode="train", context_tokens=512, batch_size=4,
+    step = count_with(arch, accounting="exact", mode="train", context_tokens=512, batch_size=4,
                        lora_rank=4, lm_head_bias=True, head_vocab=13).total
     assert predict_cost(numeric).per_train_step == pytest.approx(step)
     assert predict_cost(full).training > 1.2 * predict_cost(numeric).training

@@ -17,12 +17,12 @@ from test_planning import seed_forward
 
 from lora_forecast.config import to_settings
 from lora_forecast.errors import ConfigError, DataFormatError
-from lora_forecast.flops import Architecture, count_flops
+from lora_forecast.flops import Architecture
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar, TokenTable
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.planning import predict_cost, run_shape, series_lengths, token_format
 from lora_forecast.task import run_task
-from tests.conftest import forecast_with
+from tests.conftest import count_with, forecast_with
 
 QWEN = TokenTable.from_tokenizer(qwen_tokenizer())
 SPEC_IDS = (*range(15, 25), 13, 11, 26)  # SPEC's Qwen2.5 ids: '0'..'9', '.', ',', ';'
@@ -154,7 +154,7 @@ def test_the_numeric_head_counts_the_sign_row(compose_cfg) -> None:
     arch = Architecture.qwen2_5_0_5b()
 
     def step(rows: int) -> float:
-        return count_flops(arch, accounting="exact", mode="train", context_tokens=512,
+        return count_with(arch, accounting="exact", mode="train", context_tokens=512,
                            batch_size=4, lora_rank=4, lm_head_bias=True, head_vocab=rows).total
 
     plain = to_settings(compose_cfg("+experiment=default", "data=synthetic", shrink=False))

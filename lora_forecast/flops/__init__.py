@@ -2,8 +2,8 @@
 
 Pure functions over an :class:`Architecture` (no torch needed)::
 
-    report = count_flops(Architecture.qwen2_5_0_5b(), accounting="exact", mode="train",
-                         context_tokens=512, batch_size=4, steps=100, lora_rank=4)
+    request = FlopsRequest("train", context_tokens=512, batch_size=4, steps=100, lora_rank=4)
+    report = count_flops(Architecture.qwen2_5_0_5b(), request, accounting="exact")
     report.total, report.breakdown["backward/lora"]
 
 Families (``model_type``: qwen2, qwen3, llama, mistral, phi3, gemma, gemma2) are registered in
@@ -28,6 +28,7 @@ from lora_forecast.flops.families import (
 )
 from lora_forecast.flops.ops import CONVENTIONS, Convention
 from lora_forecast.flops.report import FlopsReport
+from lora_forecast.flops.request import FlopsRequest
 
 __all__ = [
     "ACCOUNTINGS",
@@ -37,6 +38,7 @@ __all__ = [
     "FAMILIES",
     "Family",
     "FlopsReport",
+    "FlopsRequest",
     "UnknownLoraTarget",
     "UnsupportedArchitecture",
     "count_flops",
