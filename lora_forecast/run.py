@@ -126,10 +126,7 @@ def _baselines(settings: Settings, window: SeriesWindows) -> dict[str, Any]:
     if not settings.eval.baselines:
         return {}
     ev = settings.eval
-    return score_baselines(
-        list(ev.baselines), window.contexts, window.truth, window.t_context, window.t_future,
-        ev.bootstrap, ev.seed, ev.season_length,
-    )  # fmt: skip
+    return score_baselines(list(ev.baselines), window, ev.bootstrap, ev.seed, ev.season_length)
 
 
 def _score(settings: Settings, window: SeriesWindows, fc: Any) -> dict[str, Any]:
@@ -289,11 +286,9 @@ def _plots(run_dir: Path, window: SeriesWindows, fc: Any, payload: dict[str, Any
         system_labels=[scored.label(i) for i in range(len(scored))],
         time_label=scored.time_name, **named,
     )  # fmt: skip
-    plot_forecasts(
-        run_dir / "forecasts.png", window.contexts, window.truth, fc.point,
-        fc.lower if sampled else None, fc.upper if sampled else None,
-        *_window_times(scored, window), panels,
-    )  # fmt: skip
+    plot_forecasts(run_dir / "forecasts.png", window.contexts, window.truth, fc.point,
+                   (fc.lower, fc.upper) if sampled else None, _window_times(scored, window),
+                   panels)
     per_step = {"LLM": payload["metrics"]["mse_per_step"]}
     per_step.update({name: m["mse_per_step"] for name, m in payload["baselines"].items()})
     plot_error_per_step(run_dir / "error_per_step.png", per_step)

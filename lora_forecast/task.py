@@ -257,8 +257,9 @@ def _admitted_run(
     finally:
         meter.settle(status)
         if main:
-            results = _record(settings, run_dir, identity, status, payload, started,
-                              prediction, meter, ledger, tracker)  # fmt: skip
+            outcome = {**identity, "status": status, **payload,
+                       "seconds": time.time() - started}
+            results = _record(settings, run_dir, outcome, prediction, meter, ledger, tracker)
             _announce(settings, results, run_dir, sys.exc_info()[1])
     if status == "interrupted":
         raise RunInterrupted(
@@ -268,15 +269,14 @@ def _admitted_run(
 
 
 def _record(
-    settings: Settings, run_dir: Path, identity: dict[str, Any], status: str,
-    payload: dict[str, Any], started: float, prediction: CostPrediction, meter: FlopsMeter,
-    ledger: Ledger, tracker: Any,
+    settings: Settings, run_dir: Path, outcome: dict[str, Any], prediction: CostPrediction,
+    meter: FlopsMeter, ledger: Ledger, tracker: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """Write results.json (whatever the status), close the tracker; return the results."""
-    payload.setdefault("end_reason", status)
+    """Write results.json (whatever the status) from the run's ``outcome`` (identity, status,
+    payload, seconds) and its FLOPs, close the tracker; return the results."""
     flops = _flops_block(settings, prediction, meter.spent, ledger)
-    results = {**identity, "status": status, **payload, "seconds": time.time() - started,
-               "flops": {**flops, "spent_by_kind": meter.by_kind}}  # fmt: skip
+    results = {**outcome, "flops": {**flops, "spent_by_kind": meter.by_kind}}
+    results.setdefault("end_reason", outcome["status"])
     write_results(run_dir, results)
     if tracker is not None:
         _finish_tracker(tracker, run_dir, results)

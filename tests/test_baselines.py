@@ -15,7 +15,7 @@ from lora_forecast.evaluation.baselines import (
     ode_fit,
     persistence,
 )
-from lora_forecast.evaluation.protocol import cut_eval_windows, evaluate_baselines
+from lora_forecast.evaluation.protocol import cut_eval_windows, score_baselines
 
 # Times like the reference data (100 steps over 0..200): 40 context steps, 10 forecast steps.
 TIME = np.linspace(0.0, 200.0, 100)[:50]
@@ -142,14 +142,13 @@ def test_cut_eval_windows_rejects_impossible_windows(context, horizon, n, match)
         cut_eval_windows(np.zeros((2, 6, 2)), np.arange(6.0), context, horizon, n)
 
 
-def test_evaluate_baselines_scores_each_name() -> None:
+def test_score_baselines_scores_each_name() -> None:
     # A line per system: prey = t, predator = 2 t. Persistence misses by (1, 2), (2, 4) on the
     # two forecast steps -> MSE (1 + 4 + 4 + 16) / 4 = 6.25; linear_ar continues lines exactly.
     t = np.arange(8.0)
     trajectories = np.stack([np.c_[t, 2 * t], np.c_[t + 1, 2 * t + 2]])  # [2, 8, 2]
-    out = evaluate_baselines(
-        ["persistence", "linear_ar"], trajectories, t, 6, 2, n_systems=None, n_boot=50, seed=0
-    )
+    window = cut_eval_windows(trajectories, t, 6, 2, n_systems=None)
+    out = score_baselines(["persistence", "linear_ar"], window, n_boot=50, seed=0)
     assert list(out) == ["persistence", "linear_ar"]
     assert out["persistence"]["mse"] == pytest.approx(6.25)
     assert out["persistence"]["n_systems"] == 2

@@ -48,11 +48,11 @@ def forecast_arrays() -> dict[str, np.ndarray]:
 
 def test_plot_forecasts_with_band(tmp_path: Path, forecast_arrays) -> None:
     before = plt.get_fignums()
+    a = forecast_arrays
     path = plot_forecasts(
-        tmp_path / "sub" / "forecasts.png",
-        **forecast_arrays,
-        t_context=np.arange(20.0),
-        t_future=np.arange(20.0, 25.0),
+        tmp_path / "sub" / "forecasts.png", a["contexts"], a["truth"], a["point"],
+        band=(a["lower"], a["upper"]),
+        times=(np.arange(20.0), np.arange(20.0, 25.0)),
         panels=ForecastPanels(n_systems=2),
     )
     assert path == tmp_path / "sub" / "forecasts.png"
@@ -63,16 +63,8 @@ def test_plot_forecasts_with_band(tmp_path: Path, forecast_arrays) -> None:
 def test_plot_forecasts_positional_times_and_no_band(tmp_path: Path, forecast_arrays) -> None:
     a = forecast_arrays
     # the call shape the run uses: times positionally after the band
-    path = plot_forecasts(
-        tmp_path / "f.png",
-        a["contexts"],
-        a["truth"],
-        a["point"],
-        None,
-        None,
-        np.arange(20.0) * 2,
-        np.arange(20.0, 25.0) * 2,
-    )
+    path = plot_forecasts(tmp_path / "f.png", a["contexts"], a["truth"], a["point"], None,
+                          (np.arange(20.0) * 2, np.arange(20.0, 25.0) * 2))
     assert_png(path)
     assert_png(plot_forecasts(tmp_path / "g.png", a["contexts"], a["truth"], a["point"]))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lora_forecast.evaluation.metrics import score_forecasts
-from lora_forecast.evaluation.protocol import evaluate_baselines, score_predicted
+from lora_forecast.evaluation.protocol import cut_eval_windows, score_baselines, score_predicted
 from lora_forecast.evaluation.scoring import Predicted, reference_scores
 
 # Two series, one variable, 3 context steps, 2 forecast steps; a third that did not parse.
@@ -82,8 +82,8 @@ def test_a_perfect_series_is_skipped_in_the_ratio_and_counted() -> None:
 def test_baselines_get_the_field_metrics_and_persistence_equals_seasonal_naive() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(0.5, 2.0, size=(4, 12, 2))
-    got = evaluate_baselines(["persistence", "seasonal_naive", "auto_ets"], x, np.arange(12.0),
-                             9, 3, n_boot=20)
+    window = cut_eval_windows(x, np.arange(12.0), 9, 3)
+    got = score_baselines(["persistence", "seasonal_naive", "auto_ets"], window, n_boot=20)
     # with m = 1 persistence is seasonal naive: every ratio exactly 1
     for key in ("mse_rel", "mae_rel", "mase_rel", "smape_rel"):
         assert got["persistence"][key] == pytest.approx(1.0)
@@ -92,6 +92,5 @@ def test_baselines_get_the_field_metrics_and_persistence_equals_seasonal_naive()
     assert got["auto_ets"]["msis"] is not None and "wql" not in got["auto_ets"]
     assert len(got["auto_ets"]["per_series"]["mase"]) == 4
     # m = 2 seasonal naive differs from persistence
-    m2 = evaluate_baselines(["persistence"], x, np.arange(12.0), 9, 3, n_boot=20,
-                            season_length=2)
+    m2 = score_baselines(["persistence"], window, n_boot=20, season_length=2)
     assert m2["persistence"]["mase_rel"] != pytest.approx(1.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lora_forecast.evaluation.baselines import forecast_baseline_band, statsforecast_model
-from lora_forecast.evaluation.protocol import evaluate_baselines
+from lora_forecast.evaluation.protocol import cut_eval_windows, score_baselines
 
 MODELS = ["AutoARIMA", "AutoETS", "Theta"]
 TC, TF = np.arange(30.0), np.arange(30.0, 35.0)
@@ -67,8 +67,8 @@ def test_ragged_contexts_and_registry_names() -> None:
 def test_scored_like_the_llm_with_interval_coverage() -> None:
     rng = np.random.default_rng(1)
     series = 5.0 + rng.normal(0.0, 1.0, size=(40, 40, 1))
-    out = evaluate_baselines(["auto_ets", "persistence"], series, np.arange(40.0), 30, 10,
-                             n_boot=20)
+    out = score_baselines(["auto_ets", "persistence"],
+                          cut_eval_windows(series, np.arange(40.0), 30, 10), n_boot=20)
     ets = out["auto_ets"]
     assert ets["n_systems"] == 40 and ets["fallbacks"] == 0
     # white noise around a level: the fitted 80% band covers roughly 80% of the truth

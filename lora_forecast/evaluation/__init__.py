@@ -17,7 +17,7 @@ from lora_forecast.evaluation.metrics import (
     r2,
     score_forecasts,
 )
-from lora_forecast.evaluation.protocol import EvalWindow, cut_eval_windows, evaluate_baselines
+from lora_forecast.evaluation.protocol import EvalWindow, cut_eval_windows, score_baselines
 
 __all__ = [
     "BASELINES",
@@ -26,7 +26,6 @@ __all__ = [
     "bootstrap_ci",
     "crps_samples",
     "cut_eval_windows",
-    "evaluate_baselines",
     "forecast_baseline",
     "interval_coverage",
     "mae",
@@ -34,5 +33,6 @@ __all__ = [
     "mse_per_step",
     "mse_per_variable",
     "r2",
+    "score_baselines",
     "score_forecasts",
 ]

@@ -216,13 +216,14 @@ def plot_forecasts(
     contexts: np.ndarray,
     truth: np.ndarray,
     point: np.ndarray,
-    lower: np.ndarray | None = None,
-    upper: np.ndarray | None = None,
-    t_context: np.ndarray | None = None,
-    t_future: np.ndarray | None = None,
+    band: tuple[np.ndarray, np.ndarray] | None = None,
+    times: tuple[np.ndarray, np.ndarray] | None = None,
     panels: ForecastPanels = ForecastPanels(),
 ) -> Path:
-    """Write :func:`forecast_figure` (same arguments) to the PNG ``path``; return ``path``."""
+    """Write :func:`forecast_figure` to the PNG ``path``; return ``path``. ``band`` is its
+    ``(lower, upper)``, ``times`` its ``(t_context, t_future)``."""
+    lower, upper = band if band is not None else (None, None)
+    t_context, t_future = times if times is not None else (None, None)
     figure = forecast_figure(contexts, truth, point, lower, upper, t_context, t_future, panels)
     return _save(figure, path)
 

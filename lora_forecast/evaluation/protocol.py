@@ -24,7 +24,7 @@ from lora_forecast.evaluation.scoring import (
 )
 
 __all__ = ["EvalWindow", "SeriesWindows", "cut_eval_windows", "cut_series_windows",
-           "evaluate_baselines", "numeric_time", "score_baselines", "score_predicted"]
+           "numeric_time", "score_baselines", "score_predicted"]
 
 
 class EvalWindow(NamedTuple):
@@ -172,13 +172,9 @@ def cut_series_windows(series: Any, context_steps: int, horizon_steps: int,
     )
 
 
-def evaluate_baselines(
+def score_baselines(
     names: Sequence[str],
-    trajectories: np.ndarray,
-    time: np.ndarray,
-    context_steps: int,
-    horizon_steps: int,
-    n_systems: int | None = None,
+    window: EvalWindow | SeriesWindows,
     n_boot: int = 1000,
     seed: int = 0,
     season_length: int = 1,
@@ -187,50 +183,31 @@ def evaluate_baselines(
 
     Args:
         names: keys of :data:`lora_forecast.evaluation.baselines.BASELINES`, in report order.
-        trajectories: ``[S, T, V]`` evaluation series.
-        time: ``[T]`` their time axis.
-        context_steps: steps of context.
-        horizon_steps: steps forecast.
-        n_systems: first ``n`` systems; None = all.
+        window: contexts, truth and their times (:func:`cut_eval_windows` of a uniform array,
+            :func:`cut_series_windows` of ragged series: shared axes or one per system).
         n_boot: bootstrap resamples for the confidence intervals.
         seed: bootstrap seed (the same for every baseline, so intervals are comparable).
-        season_length: season of the statsforecast models, in steps.
+        season_length: season of seasonal naive, the statsforecast models and MASE, in steps.
 
     Returns:
         ``{name: score_forecasts(...) dict}``, JSON-ready; baselines with a 10%/90% band
         (statsforecast's 80% interval) add ``coverage_80`` and ``fallbacks``.
 
     Raises:
-        ConfigError: for an unknown baseline name or windows that do not fit.
+        ConfigError: for an unknown baseline name.
 
     Example:
         >>> x = np.ones((3, 5, 2))
-        >>> evaluate_baselines(["persistence"], x, np.arange(5.0), 3, 2, n_boot=10)[
-        ...     "persistence"]["mse"]
+        >>> window = cut_eval_windows(x, np.arange(5.0), 3, 2)
+        >>> score_baselines(["persistence"], window, n_boot=10)["persistence"]["mse"]
         0.0
     """
-    window = cut_eval_windows(trajectories, time, context_steps, horizon_steps, n_systems)
-    return score_baselines(names, window.contexts, window.truth, window.t_context,
-                           window.t_future, n_boot, seed, season_length)
-
-
-def score_baselines(
-    names: Sequence[str],
-    contexts: np.ndarray,
-    truth: np.ndarray,
-    t_context: np.ndarray,
-    t_future: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    season_length: int = 1,
-) -> dict[str, dict[str, Any]]:
-    """Forecast and score every named baseline on given windows (see
-    :func:`evaluate_baselines`); times are shared axes or one array per system."""
+    contexts, truth = window.contexts, window.truth
     results: dict[str, dict[str, Any]] = {}
     reference = reference_scores(truth, contexts, season_length)
     for name in names:
         point, lower, upper, fallbacks = forecast_baseline_band(
-            name, contexts, t_context, t_future, season_length)
+            name, contexts, window.t_context, window.t_future, season_length)
         scores = score_forecasts(truth, point, n_boot=n_boot, seed=seed)
         if lower is not None and upper is not None:
             scores["coverage_80"] = interval_coverage(truth, lower, upper)

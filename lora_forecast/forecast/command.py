@@ -294,5 +294,5 @@ def _plot(path: Path, shown: int, series: SeriesSet, contexts: list[np.ndarray],
                             n_systems=shown, time_label=axis.name,
                             system_labels=[series.label(i) for i in range(shown)])
     plot_forecasts(path, left_padded(contexts[:shown]), np.full_like(fc.point[:shown], np.nan),
-                   fc.point[:shown], fc.lower[:shown], fc.upper[:shown], t_context, t_future,
-                   panels=panels)
+                   fc.point[:shown], (fc.lower[:shown], fc.upper[:shown]),
+                   (t_context, t_future), panels=panels)
