@@ -63,10 +63,10 @@ from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.flops import Architecture, FlopsRequest, count_flops
 from lora_forecast.forecasting import ForecastOptions
 from lora_forecast.forecasting import forecast as batched_forecast
-from lora_forecast.forecasting.decoding import LogitsFn
 from lora_forecast.forecasting.forecaster import PREFILL_TOKENS, default_jump_forward
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, tiny_qwen2_config
+from lora_forecast.models.logits import LogitsFn
 from lora_forecast.models.numeric_head import numeric_logits_fn
 
 

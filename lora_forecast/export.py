@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
@@ -28,6 +29,11 @@ from lora_forecast.errors import ConfigError
 from lora_forecast.job import atomic_directory
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.paths import config_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from lora_forecast.config import Settings
 
 EXPORT_INFO = "lora_forecast.json"
 BIAS_FILE = "lm_head_bias.safetensors"
@@ -59,8 +65,8 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
     Raises:
         ConfigError: not a run directory, no adapter, or ``out`` not empty.
     """
-    from lora_forecast.forecast.runs import load_run_model, run_config, run_scaling, settings_from
     from lora_forecast.models.tokenizer import load_tokenizer
+    from lora_forecast.run_folder import load_run_model, run_config, run_scaling, settings_from
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out: {out}: exists and is not an empty folder")
@@ -128,3 +134,31 @@ def _example(n_vars: int) -> np.ndarray:
         [[0.25, 1.5], [0.27, 1.52]]
     """
     return np.round(np.array([[0.25], [0.27]]) + 1.25 * np.arange(n_vars), 2)
+
+
+def load_exported_model(settings: Settings, export_dir: str | Path) -> torch.nn.Module:
+    """The base model with an exported adapter (``python -m lora_forecast.export``) loaded:
+    its PEFT weights (``adapter/adapter_model.safetensors``) and, where the run trained one,
+    the lm_head bias PEFT does not save (``adapter/lm_head_bias.safetensors``).
+
+    Raises:
+        ConfigError: the folder holds no exported adapter.
+    """
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from lora_forecast.models.build import build_model
+
+    folder = Path(export_dir) / "adapter"
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{export_dir}: no exported adapter ({weights.name} in adapter/)")
+    model = build_model(settings.model, settings.lora)
+    set_peft_model_state_dict(model, load_file(str(weights)))
+    bias = model.get_base_model().get_output_embeddings().bias
+    if bias is not None and (folder / BIAS_FILE).is_file():
+        with torch.no_grad():
+            bias.copy_(load_file(str(folder / BIAS_FILE))["bias"])
+    model.eval()
+    return model

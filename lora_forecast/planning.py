@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +278,16 @@ class CostPrediction:
     per_train_step: float  # one optimiser step, all processes
     per_val_window: float  # one validation window forward (the processes split the windows)
     per_val_forecast: float = 0.0  # one forecast validation (``train.eval_forecast``), bound
+    # the bound counter (:func:`flops_counter`) that made this prediction; the meter charges
+    # forecasts with it (:meth:`forecast_cost`), so prediction and charge share one formula
+    count: Callable[..., float] | None = field(default=None, compare=False, repr=False)
+
+    def forecast_cost(self, prompt_tokens: Sequence[int],
+                      generated_tokens: Sequence[Sequence[int]]) -> float:
+        """Metered FLOPs of forecasts made, with the counter that made the prediction."""
+        if self.count is None:
+            raise ValueError("this prediction has no counter (a run without an LLM)")
+        return forecast_cost(self.count, prompt_tokens, generated_tokens)
 
     @property
     def total(self) -> float:
@@ -342,19 +352,18 @@ def system_forecast_cost(count: Counter, prompt_tokens: int, generated: Sequence
     return made[0] + sum(full - prefill for full in made[1:])
 
 
-def forecast_cost(settings: Settings, prompt_tokens: Sequence[int],
+def forecast_cost(count: Callable[..., float], prompt_tokens: Sequence[int],
                   generated_tokens: Sequence[Sequence[int]]) -> float:
     """Metered FLOPs of forecasts made: :func:`system_forecast_cost` summed over systems.
 
     Args:
-        settings: the run settings (model, LoRA, head and accounting).
+        count: the run's bound counter (:func:`flops_counter`; a prediction's ``count``).
         prompt_tokens: ``[S]`` real prompt tokens per system.
         generated_tokens: ``[S, N]`` tokens each sample really generated.
 
     Returns:
         FLOPs, in the run's accounting.
     """
-    count = flops_counter(settings)
     return sum(system_forecast_cost(count, p, row)
                for p, row in zip(prompt_tokens, generated_tokens, strict=True))
 
@@ -399,4 +408,4 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
         forecasting = shape.n_test_systems * system_forecast_cost(
             count, shape.prompt_tokens, samples)
     return CostPrediction(training, validation, forecasting, settings.budget.accounting,
-                          per_step, per_window, per_val_forecast)
+                          per_step, per_window, per_val_forecast, count)

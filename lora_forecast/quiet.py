@@ -1,7 +1,7 @@
 """The one place where third-party noise we cannot fix at its source is silenced or re-routed.
 
 Our own deprecated calls are fixed where they are made (e.g. the KV cache is passed under
-transformers' current name, :data:`lora_forecast.forecasting.decoding.CACHE_ARG`). What is left
+transformers' current name, :data:`lora_forecast.models.logits.CACHE_ARG`). What is left
 comes from inside libraries, and is handled here, once, by the entry point (every run and every
 sweep trial, in-process or in a launcher's worker, goes through it; the forecast and export
 commands call it too, as they wrap models with PEFT the same way). Each entry says why.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from lora_forecast.config import Settings
+from lora_forecast.data.forecast_table import scored_frame, write_frame
 from lora_forecast.data.prepare import PreparedData, prepare_data, token_windows
 from lora_forecast.data.scaling import SeriesScale
 from lora_forecast.data.series import SeriesSet
@@ -36,15 +37,14 @@ from lora_forecast.evaluation.protocol import (
     score_predicted,
 )
 from lora_forecast.evaluation.scoring import SUM_KEYS, Predicted, point_sums, scores_from_sums
-from lora_forecast.forecast.runs import SCALING_FILE
-from lora_forecast.forecast.table import scored_frame, write_frame
-from lora_forecast.forecasting import ForecastOptions, forecast
+from lora_forecast.forecasting.scaled import forecast_scaled
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, load_trainable_state
-from lora_forecast.models.numeric_head import logits_fn_for, loss_fn_for
+from lora_forecast.models.numeric_head import loss_fn_for
 from lora_forecast.models.tokenizer import load_tokenizer
-from lora_forecast.planning import CostPrediction, forecast_cost, predict_cost, with_signed
+from lora_forecast.planning import CostPrediction, predict_cost, with_signed
 from lora_forecast.results import json_ready, write_json_atomic
+from lora_forecast.run_folder import SCALING_FILE
 from lora_forecast.training.distributed import global_sum
 from lora_forecast.training.loop import Trainer, TrainHooks, TrainResult
 from lora_forecast.training.signals import StopRequest
@@ -175,46 +175,6 @@ def _load_best(model: torch.nn.Module, run_dir: Path) -> None:
         load_trainable_state(model, torch.load(best, weights_only=True))
 
 
-def _forecast_cost(settings: Settings, fc: Any, ctx: RunContext | None) -> float:
-    """Metered cost of the forecasts made, by the planner's one formula
-    (:func:`lora_forecast.planning.forecast_cost`) on the tokens really used."""
-    return forecast_cost(settings, fc.prompt_tokens, fc.generated_tokens)
-
-
-def forecast_scaled(settings: Settings, model: torch.nn.Module, fmt: LLMTimeFormat,
-                    scale_of: Callable[[np.ndarray], SeriesScale],
-                    contexts: np.ndarray | list[np.ndarray], progress: bool = True,
-                    n_samples: int | None = None) -> Any:
-    """Forecast each context in original units: scaled by ``scale_of(context)`` (identity
-    under global scaling, where ``fmt``'s codec divides by alpha), then mapped back."""
-    scales = [scale_of(c) for c in contexts]
-    scaled = [s.apply(c) for s, c in zip(scales, contexts, strict=True)]
-    if len({c.shape for c in scaled}) == 1:
-        scaled = np.stack(scaled)  # [S, Tc, V]: one batch layout, as before ragged inputs
-    fc = _run_forecast(settings, model, fmt, scaled, progress, n_samples)
-
-    def back(a: np.ndarray) -> np.ndarray:
-        return np.stack([s.invert(x) for s, x in zip(scales, a, strict=True)])
-    return replace(fc, point=back(fc.point), lower=back(fc.lower), upper=back(fc.upper),
-                   samples=back(fc.samples))
-
-
-def _run_forecast(
-    settings: Settings,
-    model: torch.nn.Module,
-    fmt: LLMTimeFormat,
-    contexts: np.ndarray | list[np.ndarray],
-    progress: bool,
-    n_samples: int | None = None,
-) -> Any:
-    model.eval()
-    options = ForecastOptions.from_eval(settings.eval,
-                                        num_samples=n_samples or settings.eval.num_samples)
-    return forecast(model, fmt, contexts, options, progress=progress,
-                    logits_fn=logits_fn_for(settings.model.head, model,
-                                            fmt.head_ids(include_eos=True)))
-
-
 def _forecast_test(
     settings: Settings,
     model: torch.nn.Module,
@@ -227,7 +187,8 @@ def _forecast_test(
     if not ctx.meter.can_afford(ctx.prediction.forecasting):
         return None
     fc = forecast_scaled(settings, model, fmt, scale_of, contexts, ctx.progress)
-    ctx.meter.add(_forecast_cost(settings, fc, ctx), "forecasting")
+    ctx.meter.add(ctx.prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens),
+                  "forecasting")
     ctx.meter.flush()
     return fc
 
@@ -257,7 +218,7 @@ def _forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForm
                                  n_samples=1)
             pred = Predicted(fc.point, parsed=fc.parsed.any(axis=1))
             sums = point_sums(truth, contexts, pred, settings.eval.season_length)
-            cost = _forecast_cost(settings, fc, ctx)
+            cost = ctx.prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens)
         model.train()
         scores = scores_from_sums({k: global_sum(acc, v) for k, v in sums.items()})
         return {f"val/{k}": v for k, v in scores.items()}, global_sum(acc, cost)
@@ -297,7 +258,7 @@ def _plots(run_dir: Path, window: SeriesWindows, fc: Any, payload: dict[str, Any
 def _write_forecasts(run_dir: Path, scored: SeriesSet, window: SeriesWindows, fc: Any,
                      settings: Settings) -> None:
     """``forecasts.csv``: the scored test forecasts beside their truth, on the input's times
-    (see :func:`lora_forecast.forecast.table.scored_frame`), written atomically."""
+    (see :func:`lora_forecast.data.forecast_table.scored_frame`), written atomically."""
     sampled = settings.eval.num_samples > 1
     frame = scored_frame(scored, _window_times(scored, window)[1], window.truth, fc, sampled)
     write_frame(frame, run_dir / FORECASTS_FILE)

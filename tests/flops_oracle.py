@@ -19,8 +19,8 @@ from lora_forecast.forecasting.decoding import (
     DecodeOptions,
     StopRule,
     decode,
-    full_head_logits_fn,
 )
+from lora_forecast.models.logits import full_head_logits_fn
 
 
 def with_lora(model: nn.Module, rank: int, targets: str | Sequence[str],

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.errors import LoraForecastError
-from lora_forecast.forecast.command import ForecastJob, run_forecast_job
-from lora_forecast.forecast.runs import run_config, settings_from
+from lora_forecast.forecast_job import ForecastJob, run_forecast_job
+from lora_forecast.run_folder import run_config, settings_from
 from lora_forecast.task import run_task
 from tests.conftest import CONF_DIR, REPO, SHRINK, subprocess_env
 
@@ -188,7 +188,7 @@ def test_irregular_times_fall_back_to_steps_with_one_line(trained, tmp_path,
             + "".join(f"b,{t},1,2\n" for t in (0, 1, 2, 4, 5, 7)))
     (tmp_path / "in.csv").write_text(text)
     job, settings = _job(trained, tmp_path / "in.csv", tmp_path / "fc", horizon=2)
-    with caplog.at_level("WARNING", logger="lora_forecast.forecast.command"):
+    with caplog.at_level("WARNING", logger="lora_forecast.forecast_job"):
         out = run_forecast_job(job, settings, run_config(trained))
     table = pd.read_csv(out / "forecasts.csv")
     assert list(table.columns[:2]) == ["series_id", "step"]
@@ -206,11 +206,11 @@ def test_export_merged_model_forecasts_like_the_adapter(trained: Path, tmp_path:
 
     from lora_forecast.data.scaling import Scaling
     from lora_forecast.export import export_run
-    from lora_forecast.forecast.runs import load_run_model, run_scaling
+    from lora_forecast.forecasting.scaled import forecast_scaled
     from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
     from lora_forecast.models.build import load_base_model
     from lora_forecast.models.tokenizer import load_tokenizer
-    from lora_forecast.run import forecast_scaled
+    from lora_forecast.run_folder import load_run_model, run_scaling
 
     settings = settings_from(run_config(trained))
     out = export_run(trained, tmp_path / "export", merge=True)
@@ -336,7 +336,7 @@ def test_the_command_predicts_with_the_planners_one_cost_formula(tmp_path, monke
     records what it is asked, and the command's prediction is the fake's sum."""
     import lora_forecast.planning as planning
     from lora_forecast.config import to_settings
-    from lora_forecast.forecast.command import predict_forecast_flops
+    from lora_forecast.forecast_job import predict_forecast_flops
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*SHRINK, "eval.num_samples=3"])
@@ -351,7 +351,7 @@ def test_the_command_predicts_with_the_planners_one_cost_formula(tmp_path, monke
     contexts = [np.ones((5, 2)), np.ones((7, 2))]  # 5 and 7 steps of 2 variables
     per_step = planning.token_format(settings).max_tokens_per_step(2, settings.eval.max_int_digits)
     g = 4 * per_step - 1  # a horizon of 4 steps, the last separator not generated
-    predicted = predict_forecast_flops(settings, contexts, horizon=4)
+    predicted = predict_forecast_flops(settings, contexts, horizon=4).total
     assert asked == [(5 * per_step, [g] * 3), (7 * per_step, [g] * 3)]
     expected = 1000.0 * 12 * per_step + 6 * g
     assert predicted == pytest.approx(expected * (1 + planning.ROUNDING_MARGIN), rel=1e-12)

@@ -10,7 +10,6 @@ import torch
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.flops import Architecture
 from lora_forecast.forecasting import forecaster as forecaster_module
-from lora_forecast.forecasting import full_head_logits_fn
 from lora_forecast.forecasting.decoding import Sampling, concat_rows, next_tokens
 from lora_forecast.forecasting.rows import (
     MEMORY_FRACTION,
@@ -20,6 +19,7 @@ from lora_forecast.forecasting.rows import (
 )
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.build import build_model
+from lora_forecast.models.logits import full_head_logits_fn
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from tests.conftest import forecast_with
 

@@ -8,7 +8,6 @@ import torch
 from transformers import LogitsProcessorList
 
 from lora_forecast.config import LoraConfig, ModelConfig
-from lora_forecast.forecasting import full_head_logits_fn
 from lora_forecast.forecasting.decoding import Sampling, left_pad, next_tokens
 from lora_forecast.llmtime import (
     LLMTimeCodec,
@@ -17,6 +16,7 @@ from lora_forecast.llmtime import (
     LLMTimeLogitsProcessor,
 )
 from lora_forecast.models.build import build_model, load_base_model
+from lora_forecast.models.logits import full_head_logits_fn
 from lora_forecast.models.numeric_head import logits_fn_for
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from tests.conftest import decode_with, forecast_with

@@ -230,8 +230,8 @@ def test_channel_independent_rows_go_back_to_their_windows_and_variables() -> No
     from lora_forecast.benchmark.llm import TaskPlan
 
     contexts = [np.arange(6.0).reshape(3, 2) + 10 * w for w in range(3)]  # 3 windows, [3, 2]
-    for plan in (TaskPlan(None, None, [1, 0], 0.0, independent=True),
-                 TaskPlan(None, None, [1, 0], 0.0)):
+    for plan in (TaskPlan(None, None, [1, 0], None, independent=True),
+                 TaskPlan(None, None, [1, 0], None)):
         rows = plan.rows(contexts)
         assert len(rows) == (6 if plan.independent else 3)
         outputs = np.stack(rows)[:, -2:]  # pretend each row forecasts its last 2 steps

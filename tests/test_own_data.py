@@ -136,10 +136,10 @@ def test_per_series_scaling_makes_forecasts_scale_with_the_series(compose_cfg) -
     """Multiplying a series by c leaves its per-series-scaled text unchanged, so the same
     model's forecast in original units must be exactly c times the forecast of the original."""
     from lora_forecast.data.scaling import Scaling
+    from lora_forecast.forecasting.scaled import forecast_scaled
     from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
     from lora_forecast.models.build import build_model
     from lora_forecast.models.tokenizer import load_tokenizer
-    from lora_forecast.run import forecast_scaled
 
     settings = to_settings(compose_cfg("eval.horizon_steps=3"))
     model = build_model(settings.model, settings.lora)

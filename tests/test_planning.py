@@ -72,17 +72,18 @@ def test_metering_charges_one_prefill_per_system(compose_cfg) -> None:
 
     import numpy as np
 
-    from lora_forecast.planning import flops_counter
-    from lora_forecast.run import _forecast_cost
+    from lora_forecast.planning import flops_counter, forecast_cost
 
     settings = to_settings(compose_cfg("eval.n_systems=3"))
     count = flops_counter(settings)
     greedy = SimpleNamespace(prompt_tokens=np.array([30]), generated_tokens=np.array([[9]]))
-    assert _forecast_cost(settings, greedy, None) == count("inference", 30, new_tokens=9)
+    spent = forecast_cost(count, greedy.prompt_tokens, greedy.generated_tokens)
+    assert spent == count("inference", 30, new_tokens=9)
     sampled = SimpleNamespace(prompt_tokens=np.array([30]), generated_tokens=np.array([[9, 5]]))
     prefill = count("inference", 30, new_tokens=1)
     expected = prefill + sum(count("inference", 30, new_tokens=g) - prefill for g in (9, 5))
-    assert _forecast_cost(settings, sampled, None) == pytest.approx(expected, rel=1e-12)
+    spent = forecast_cost(count, sampled.prompt_tokens, sampled.generated_tokens)
+    assert spent == pytest.approx(expected, rel=1e-12)
 
 
 def test_training_windows_shorter_than_the_prompts_are_pointed_out(compose_cfg) -> None:
@@ -110,3 +111,26 @@ def test_the_short_context_line_comes_before_the_run_starts(compose_cfg, run_dir
         run_task(compose_cfg("budget.dry_run=true"), run_dir)
     assert [r.getMessage()[:36] for r in caplog.records] == [
         "data.context_tokens=64 is shorter th"]
+
+
+def test_a_run_charges_its_forecasts_with_the_counter_that_predicted_them(
+        compose_cfg, run_dir, monkeypatch) -> None:
+    """One cost owner: the planner builds the bound counter once, and every validation and
+    test forecast of the run is charged with it (no counter rebuilt per forecast)."""
+    import json
+
+    import lora_forecast.planning as planning
+    from lora_forecast.task import run_task
+
+    built, original = [], planning.flops_counter
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "flops_counter", counting)
+    run_task(compose_cfg("train.eval_forecast=true", "train.eval_forecast_systems=2"), run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    kinds = results["flops"]["spent_by_kind"]
+    assert kinds["forecasting"] > 0 and kinds["validation"] > 0  # forecasts were charged
+    assert len(built) == 1

@@ -264,8 +264,8 @@ def test_series_crossing_zero_train_and_forecast_with_the_numeric_head(compose_c
     """The issue's done-when: a long CSV of ragged 3-variable dated series that cross zero
     trains with the default numeric head (it died in the first step before), forecasts with 0
     parse failures, and the forecast command reads the alphabet back from the run."""
-    from lora_forecast.forecast.command import ForecastJob, run_forecast_job
-    from lora_forecast.forecast.runs import run_config, settings_from
+    from lora_forecast.forecast_job import ForecastJob, run_forecast_job
+    from lora_forecast.run_folder import run_config, settings_from
 
     frame = crossing_frame()
     path = tmp_path / "series.csv"

@@ -2,7 +2,7 @@
 adapters, each forecasting a task's windows through the forecast command's own path.
 
 Scaling, alphabet, variable order, cost prediction and decoding are the forecast command's
-(:mod:`lora_forecast.forecast.command`), so a benchmark forecast is the forecast a user would
+(:mod:`lora_forecast.forecast_job`), so a benchmark forecast is the forecast a user would
 get. Every LLM is decoded with the benchmark's ``eval.*`` (samples, temperature, context), so
 all of them are scored alike; a trained run keeps its model, adapter, scaling and number format.
 """
@@ -85,7 +85,7 @@ def trained_entry(path: str, bench: Settings, key: str) -> LLMEntry:
     Raises:
         ConfigError: ``<key>: <path>: ...`` for anything else.
     """
-    from lora_forecast.forecast.runs import run_config, run_scaling, settings_from
+    from lora_forecast.run_folder import run_config, run_scaling, settings_from
 
     folder, export = Path(path), None
     if (folder / EXPORT_INFO).is_file():
@@ -145,7 +145,7 @@ class TaskPlan:
     settings: Settings   # data.signed resolved
     scaling: Scaling
     order: list[int]     # the task's variables in the model's order
-    predicted: float     # FLOPs bound (the planner's forecast cost)
+    prediction: Any      # the planner's CostPrediction: FLOPs bound and the counter charging it
     independent: bool = False  # a univariate run: each variable forecast as its own series
 
     def rows(self, contexts: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -168,7 +168,7 @@ def plan_task(entry: LLMEntry, task: TaskConfig, series: SeriesSet,
               windows: Windows) -> TaskPlan | str:
     """The entry's scaling, alphabet, variable order and predicted FLOPs for a task, or why it
     cannot forecast it (a one-line reason: other variables, a '-' its alphabet lacks)."""
-    from lora_forecast.forecast.command import (
+    from lora_forecast.forecast_job import (
         check_variables,
         forecast_scaling,
         predict_forecast_flops,
@@ -192,19 +192,20 @@ def plan_task(entry: LLMEntry, task: TaskConfig, series: SeriesSet,
                 return str(exc)
             if named.variables != series.variables:
                 order = [series.variables.index(v) for v in named.variables]
-    plan = TaskPlan(entry.settings, scaling, order, 0.0, independent)
+    plan = TaskPlan(entry.settings, scaling, order, None, independent)
     contexts = plan.rows(windows.contexts)
     if unwritable(entry.run, scaling, contexts) is not None:
         return "negative values, and the run's alphabet has no '-'"
     scaling = with_alphabet(entry.settings, entry.run, scaling, contexts)
     settings = with_signed(entry.settings, scaling.signed)
     return replace(plan, settings=settings, scaling=scaling,
-                   predicted=predict_forecast_flops(settings, contexts, task.horizon))
+                   prediction=predict_forecast_flops(settings, contexts, task.horizon))
 
 
 def load_entry_model(entry: LLMEntry) -> Any:
     """The entry's model: base, run's best adapter, or the exported adapter."""
-    from lora_forecast.forecast.runs import load_exported_model, load_run_model
+    from lora_forecast.export import load_exported_model
+    from lora_forecast.run_folder import load_run_model
 
     if entry.export is not None:
         return load_exported_model(entry.settings, entry.export)
@@ -216,13 +217,12 @@ def forecast_task(plan: TaskPlan, model: Any, windows: Windows, task: TaskConfig
     """Forecast every window; returns the forecasts and the FLOPs spent (the planner's formula
     on the tokens really used). A window with no parsed sample is forecast by seasonal naive
     and counted in ``fallbacks``."""
-    from lora_forecast.forecast.command import forecast_contexts
-    from lora_forecast.planning import forecast_cost
+    from lora_forecast.forecast_job import forecast_contexts
 
     n = len(windows)
     fc = forecast_contexts(plan.settings, model, plan.scaling, plan.rows(windows.contexts),
                            task.horizon, progress)
-    spent = forecast_cost(plan.settings, fc.prompt_tokens, fc.generated_tokens)
+    spent = plan.prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens)
     point = plan.to_task(fc.point, n)  # [N, H, V]
     # a window with a row none of whose samples parsed (rows are window-major)
     failed = ~fc.parsed.any(axis=1).reshape(n, -1).all(axis=1)

@@ -206,7 +206,7 @@ def _admit_all(ledger: Any, settings: Settings, config: dict[str, Any],
     budget, meters = settings.budget, {}
     try:
         for entry in entries:
-            predicted = sum(p.predicted for p in plans[entry.label].values()
+            predicted = sum(p.prediction.total for p in plans[entry.label].values()
                             if isinstance(p, TaskPlan))
             if predicted == 0:
                 continue

@@ -3,11 +3,9 @@
 from lora_forecast.forecasting.decoding import (
     DecodeOptions,
     DecodeResult,
-    LogitsFn,
     Sampling,
     StopRule,
     decode,
-    full_head_logits_fn,
 )
 from lora_forecast.forecasting.forecaster import (
     DecodeBatch,
@@ -22,10 +20,8 @@ __all__ = [
     "DecodeResult",
     "Forecast",
     "ForecastOptions",
-    "LogitsFn",
     "Sampling",
     "StopRule",
     "decode",
     "forecast",
-    "full_head_logits_fn",
 ]

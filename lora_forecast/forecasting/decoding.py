@@ -12,47 +12,22 @@ row's :class:`LLMTimeGrammar` is complete (no token is produced after the horizo
 unconstrained, when each row has written ``horizon_steps`` ';' characters (the ';' that would
 open step ``horizon_steps + 1``), emitted EOS, or hit ``max_new_tokens``.
 
-The only effectful dependency is a :data:`LogitsFn`; :func:`full_head_logits_fn` wraps a causal
-LM. Any function with the same signature works (a numeric head, or a no-cache reference that
-carries its own history in the opaque cache slot).
+The only effectful dependency is a :data:`~lora_forecast.models.logits.LogitsFn`;
+:func:`~lora_forecast.models.logits.full_head_logits_fn` wraps a causal LM. Any function with
+the same signature works (a numeric head, or a no-cache reference that carries its own history
+in the opaque cache slot).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import transformers
-from packaging.version import Version
 
 from lora_forecast.llmtime.grammar import LLMTimeGrammar
-
-# (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], cache | None)
-#   -> (logits of the last position [B, V], the cache for the next call)
-LogitsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
-
-# transformers 5.24 renamed the KV-cache argument and output field ``past_key_values`` to
-# ``cache`` (the old name still works there, with a FutureWarning); older 5.x know only the old
-# name. Pass and read it as ``**{CACHE_ARG: cache}`` / ``getattr(out, CACHE_ARG)``.
-CACHE_ARG = ("cache" if Version(transformers.__version__) >= Version("5.24")
-             else "past_key_values")
-
-
-def full_head_logits_fn(model: torch.nn.Module) -> LogitsFn:
-    """The default :data:`LogitsFn`: a causal LM's full vocabulary head, KV-cached.
-
-    A ``None`` cache on the prefill lets the model create its ``DynamicCache``;
-    ``logits_to_keep=1`` computes the head for the last position only.
-    """
-
-    def logits_fn(input_ids, attention_mask, position_ids, cache):
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=True, logits_to_keep=1, **{CACHE_ARG: cache})
-        return out.logits[:, -1, :], getattr(out, CACHE_ARG)
-
-    return logits_fn
+from lora_forecast.models.logits import LogitsFn
 
 
 @dataclass(frozen=True)

@@ -30,16 +30,15 @@ from lora_forecast.flops import Architecture
 from lora_forecast.forecasting.decoding import (
     DecodeOptions,
     DecodeResult,
-    LogitsFn,
     Sampling,
     StopRule,
     decode,
-    full_head_logits_fn,
 )
 from lora_forecast.forecasting.rows import free_memory_bytes, row_memory, systems_per_batch
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.llmtime.grammar import LLMTimeGrammar
 from lora_forecast.models.compiled import compiled
+from lora_forecast.models.logits import LogitsFn, full_head_logits_fn
 
 if TYPE_CHECKING:
     from lora_forecast.config import EvalConfig

@@ -32,7 +32,7 @@ from peft import PeftModel
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lora_forecast.forecasting.decoding import CACHE_ARG, LogitsFn, full_head_logits_fn
+from lora_forecast.models.logits import CACHE_ARG, LogitsFn, full_head_logits_fn
 
 IGNORE_INDEX = -100  # label of positions the loss skips (padding, prompt), as in HF
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,9 +29,12 @@ from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.data.timeaxis import STEP, FutureAxis, future_axis
 from lora_forecast.errors import ConfigError, DataFormatError
-from lora_forecast.forecast.runs import run_scaling
 from lora_forecast.job import atomic_directory
 from lora_forecast.llmtime import LLMTimeCodec
+from lora_forecast.run_folder import run_scaling
+
+if TYPE_CHECKING:
+    from lora_forecast.planning import CostPrediction
 
 log = logging.getLogger(__name__)
 
@@ -153,18 +156,21 @@ def _alphabet(settings: Settings, job: ForecastJob, scaling: Scaling, series: Se
         "data.signed=true")
 
 
-def predict_forecast_flops(settings: Settings, contexts: list[np.ndarray], horizon: int) -> float:
-    """Upper bound of the forecast's FLOPs: per series one prefill of its prompt, then each of
+def predict_forecast_flops(settings: Settings, contexts: Sequence[np.ndarray],
+                           horizon: int) -> CostPrediction:
+    """The forecast's FLOPs bound (``.total``) and the counter that charges it
+    (``.forecast_cost``): per series one prefill of its prompt, then each of
     ``eval.num_samples`` samples decodes the horizon (the run's own forecasting rule). A '-'
     per number is counted when ``data.signed`` (resolved) is true."""
-    from lora_forecast.planning import ROUNDING_MARGIN, forecast_cost, token_format
+    from lora_forecast.planning import CostPrediction, flops_counter, forecast_cost, token_format
 
     n_vars = contexts[0].shape[1]
     per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
     generated = [horizon * per_step - 1] * settings.eval.num_samples  # per sample, a bound
-    spent = forecast_cost(settings, [len(c) * per_step for c in contexts],
+    count = flops_counter(settings)
+    bound = forecast_cost(count, [len(c) * per_step for c in contexts],
                           [generated] * len(contexts))  # the planner's one cost formula
-    return spent * (1 + ROUNDING_MARGIN)
+    return CostPrediction(0.0, 0.0, bound, settings.budget.accounting, 0.0, 0.0, count=count)
 
 
 def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any]) -> Path:
@@ -189,19 +195,20 @@ def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any
     contexts = _contexts(series, settings.eval.context_steps)
     scaling = _alphabet(settings, job, scaling, series, contexts)
     settings = with_signed(settings, scaling.signed)
-    predicted = predict_forecast_flops(settings, contexts, job.horizon)
+    prediction = predict_forecast_flops(settings, contexts, job.horizon)
     log.info("forecast: %d series, horizon %d, predicted %.3e FLOPs", len(series), job.horizon,
-             predicted)
+             prediction.total)
     budget = settings.budget
     with Ledger(budget.ledger_url) as ledger:
         reservation = admit(ledger, study=budget.study, experiment="forecast",
                             config_digest=config_digest(config), accounting=budget.accounting,
-                            predicted=predicted, budget=budget.max_flops)
+                            predicted=prediction.total, budget=budget.max_flops)
         ledger.start(reservation.run_id)
         meter = FlopsMeter.from_reservation(ledger, reservation)
         status = "failed"
         try:
-            path = _forecast_and_write(job, settings, series, contexts, scaling, meter, out)
+            path = _forecast_and_write(job, settings, series, contexts, scaling, prediction,
+                                       meter, out)
             status = "completed"
         finally:
             meter.settle(status)
@@ -209,14 +216,13 @@ def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any
 
 
 def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
-                        contexts: list[np.ndarray], scaling: Scaling, meter: Any,
-                        out: Path) -> Path:
-    from lora_forecast.forecast.runs import load_run_model
-    from lora_forecast.planning import forecast_cost
+                        contexts: list[np.ndarray], scaling: Scaling,
+                        prediction: CostPrediction, meter: Any, out: Path) -> Path:
+    from lora_forecast.run_folder import load_run_model
 
     model = load_run_model(settings, job.run)
     fc = forecast_contexts(settings, model, scaling, contexts, job.horizon)
-    meter.add(forecast_cost(settings, fc.prompt_tokens, fc.generated_tokens), "forecasting")
+    meter.add(prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens), "forecasting")
     with atomic_directory(out) as tmp:
         _write(tmp, job, settings, series, contexts, fc, meter)
     return out
@@ -230,9 +236,9 @@ def forecast_contexts(settings: Settings, model: Any, scaling: Scaling,
     Returns:
         A :class:`lora_forecast.forecasting.Forecast`.
     """
+    from lora_forecast.forecasting.scaled import forecast_scaled
     from lora_forecast.llmtime import LLMTimeFormat
     from lora_forecast.models.tokenizer import load_tokenizer
-    from lora_forecast.run import forecast_scaled
 
     codec = LLMTimeCodec(scaling.alpha, settings.data.decimals, settings.data.number_format)
     fmt = LLMTimeFormat.for_tokenizer(codec, load_tokenizer(settings.model), scaling.signed)
@@ -254,7 +260,7 @@ def _irregular_line(source: Path, axis: FutureAxis) -> str:
 
 def _write(folder: Path, job: ForecastJob, settings: Settings, series: SeriesSet,
            contexts: list[np.ndarray], fc: Any, meter: Any) -> None:
-    from lora_forecast.forecast.table import (
+    from lora_forecast.data.forecast_table import (
         forecast_frame,
         input_columns,
         output_name,
@@ -282,8 +288,8 @@ def _plot(path: Path, shown: int, series: SeriesSet, contexts: list[np.ndarray],
           axis: FutureAxis, fc: Any) -> None:
     """The first ``shown`` series on their own times (steps where the axis fell back), named
     by id, or by file where the input has none."""
+    from lora_forecast.data.forecast_table import left_padded
     from lora_forecast.evaluation.plots import ForecastPanels, plot_forecasts
-    from lora_forecast.forecast.table import left_padded
 
     t_context = t_future = None
     if axis.timed:

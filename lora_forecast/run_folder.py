@@ -1,24 +1,28 @@
-"""A finished run directory as what forecasting and export need: its settings, model, scaling.
+"""A run's folder as what forecasting, export and the leaderboard read: settings, scaling, model.
 
-A run leaves ``results.json`` (with its resolved ``config``), ``best/trainable.pt`` (the best
-validated adapter) and ``scaling.json`` (the fitted scale and the variable names); this module
-rebuilds the model from them exactly as the run evaluated it.
+A run leaves ``results.json`` (with its resolved ``config``; :mod:`lora_forecast.results`
+writes it), ``best/trainable.pt`` (the best validated adapter) and ``scaling.json`` (the fitted
+scale and the variable names); this module reads them back and rebuilds the model exactly as
+the run evaluated it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import OmegaConf
 
 from lora_forecast.config import Settings, to_settings
 from lora_forecast.errors import ConfigError
 from lora_forecast.results import RESULTS_FILE
 
-__all__ = ["SCALING_FILE", "load_exported_model", "load_run_model", "run_config", "run_scaling"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BEST_ADAPTER", "SCALING_FILE", "load_run_model", "run_config", "run_scaling",
+           "settings_from"]
 
 SCALING_FILE = "scaling.json"
 BEST_ADAPTER = Path("best") / "trainable.pt"
@@ -61,6 +65,8 @@ def load_run_model(settings: Settings, run_dir: str | Path | None) -> torch.nn.M
     Raises:
         ConfigError: the run has no trained adapter.
     """
+    import torch
+
     from lora_forecast.models.build import build_model, load_trainable_state
 
     model = build_model(settings.model, settings.lora)
@@ -69,33 +75,5 @@ def load_run_model(settings: Settings, run_dir: str | Path | None) -> torch.nn.M
         if not best.is_file():
             raise ConfigError(f"run: {run_dir}: no trained adapter ({BEST_ADAPTER})")
         load_trainable_state(model, torch.load(best, weights_only=True))
-    model.eval()
-    return model
-
-
-def load_exported_model(settings: Settings, export_dir: str | Path) -> torch.nn.Module:
-    """The base model with an exported adapter (``python -m lora_forecast.export``) loaded:
-    its PEFT weights (``adapter/adapter_model.safetensors``) and, where the run trained one,
-    the lm_head bias PEFT does not save (``adapter/lm_head_bias.safetensors``).
-
-    Raises:
-        ConfigError: the folder holds no exported adapter.
-    """
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    from lora_forecast.export import BIAS_FILE
-    from lora_forecast.models.build import build_model
-
-    folder = Path(export_dir) / "adapter"
-    weights = folder / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(f"{export_dir}: no exported adapter ({weights.name} in adapter/)")
-    model = build_model(settings.model, settings.lora)
-    set_peft_model_state_dict(model, load_file(str(weights)))
-    bias = model.get_base_model().get_output_embeddings().bias
-    if bias is not None and (folder / BIAS_FILE).is_file():
-        with torch.no_grad():
-            bias.copy_(load_file(str(folder / BIAS_FILE))["bias"])
     model.eval()
     return model

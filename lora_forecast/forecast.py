@@ -37,7 +37,7 @@ ConfigStore.instance().store(name="forecast_schema", node=ForecastRoot)
 
 def _settings(cfg: DictConfig) -> tuple[Settings, dict]:
     """The run's config with the user's data/eval/budget overrides, or the composed one."""
-    from lora_forecast.forecast.runs import run_config, settings_from
+    from lora_forecast.run_folder import run_config, settings_from
 
     composed = {k: v for k, v in resolved_config(cfg).items() if k not in JOB_KEYS}
     if cfg.run is None:
@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry of the forecast command."""
     restore_user_error_setting()
     logging.getLogger().setLevel(logging.INFO)
-    from lora_forecast.forecast.command import ForecastJob, run_forecast_job
+    from lora_forecast.forecast_job import ForecastJob, run_forecast_job
     from lora_forecast.quiet import quiet_third_party
 
     quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training

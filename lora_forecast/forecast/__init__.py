@@ -1,1 +1,0 @@
-"""Forecasting new series with a trained run (``python -m lora_forecast.forecast``)."""
