@@ -20,7 +20,7 @@ CONF_PACKAGES = ["lora_forecast.conf"] + sorted(
 setup(
     packages=find_namespace_packages(
         include=["lora_forecast", "lora_forecast.*", "hydra_plugins", "hydra_plugins.*"],
-        exclude=["*.__pycache__", "lora_forecast.conf*"],
+        exclude=["*.__pycache__", "lora_forecast.conf", "lora_forecast.conf.*"],
     ) + CONF_PACKAGES,
     package_dir={"lora_forecast.conf": "conf"},
 )
