@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lora_forecast.config import ModelConfig, Settings
+from lora_forecast.data import generator
 from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import SystemSplit, split_systems
 from lora_forecast.data.windows import count_windows
@@ -90,8 +91,8 @@ def token_format(settings: Settings) -> LLMTimeFormat:
 def data_shape(settings: Settings) -> tuple[int, int, int]:
     """(systems, steps, variables) of the configured data, from metadata only."""
     data = settings.data
-    if data.source == "synthetic":
-        return data.systems, 100, 2
+    if data.source == "synthetic":  # the generator's own shape
+        return data.systems, generator.STEPS, generator.VARIABLES
     return read_shape(Path(data.path))
 
 

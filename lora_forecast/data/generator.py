@@ -54,6 +54,8 @@ RATE_RANGES = {"a": (0.08, 0.30), "b": (0.18, 0.50), "d": (0.04, 0.20), "g": (0.
 LOGISTIC_FRACTION = 0.6  # share of systems with a finite carrying capacity (damped)
 CAPACITY_RANGE = (5.0, 60.0)  # log-uniform carrying capacity K of the prey
 INITIAL_RANGE = (0.8, 1.2)  # uniform initial prey and predator populations
+STEPS = 100  # time points per generated system (the reference data's length)
+VARIABLES = 2  # prey and predator
 
 
 def _sample_parameters(n_systems: int, seed: int) -> np.ndarray:
@@ -91,7 +93,7 @@ def _integrate(params: np.ndarray, time: np.ndarray) -> np.ndarray:
 
 
 def generate_lotka_volterra(
-    n_systems: int = 1000, n_steps: int = 100, t_max: float = 200.0, seed: int = 0
+    n_systems: int = 1000, n_steps: int = STEPS, t_max: float = 200.0, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded synthetic predator-prey trajectories, statistically close to the real file.
 
@@ -177,7 +179,8 @@ def _cache_is_valid(path: Path, expected_shape: tuple[int, int, int], seed: int)
     return all(attrs.get(key) == value for key, value in provenance(seed).items())
 
 
-def ensure_synthetic(cache_path: str | Path, n_systems: int, seed: int, n_steps: int = 100) -> Path:
+def ensure_synthetic(cache_path: str | Path, n_systems: int, seed: int,
+                     n_steps: int = STEPS) -> Path:
     """Generate the synthetic data set once and reuse it.
 
     The cache is regenerated when its shape differs, or its provenance attributes (generator,
@@ -193,7 +196,7 @@ def ensure_synthetic(cache_path: str | Path, n_systems: int, seed: int, n_steps:
         ``cache_path`` as a Path, holding a valid file.
     """
     path = Path(cache_path)
-    if _cache_is_valid(path, (n_systems, n_steps, 2), seed):
+    if _cache_is_valid(path, (n_systems, n_steps, VARIABLES), seed):
         return path
     trajectories, time = generate_lotka_volterra(n_systems=n_systems, n_steps=n_steps, seed=seed)
     return write_trajectories(path, trajectories, time, attrs=provenance(seed))
