@@ -31,8 +31,9 @@ def pareto_front(summary: pd.DataFrame) -> list[str]:
 
 
 def plot_pareto(path: Path, summary: pd.DataFrame, classical: set[str], suite: str) -> None:
-    """Scatter every competitor (classical models at the left edge: their CPU fits are not
-    counted) with its 95% interval, and step through the Pareto front."""
+    """Scatter every competitor with its 95% interval against its total FLOPs (classical models
+    at the left edge: their CPU fits are not counted), step through the Pareto front of the
+    LLMs and draw the best classical model's level: what a FLOP of fine-tuning must beat."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +43,7 @@ def plot_pareto(path: Path, summary: pd.DataFrame, classical: set[str], suite: s
     positive = flops[flops > 0]
     floor = positive.min() / 10 if len(positive) else 1.0
     x = flops.where(flops > 0, floor)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(9.0, 4.8))
     for name, row in summary.iterrows():
         y = row.wql_rel_gmean
         if math.isnan(y):
@@ -50,15 +51,21 @@ def plot_pareto(path: Path, summary: pd.DataFrame, classical: set[str], suite: s
         err = [[y - row.wql_rel_ci_low], [row.wql_rel_ci_high - y]]
         marker = "s" if name in classical else "o"
         ax.errorbar(x[name], y, yerr=err, fmt=marker, capsize=3, label=str(name))
-    front = pareto_front(summary.assign(flops_total=x))
-    ax.step(x[front], summary.loc[front, "wql_rel_gmean"], where="post", color="grey",
-            linestyle="--", linewidth=1, label="Pareto front")
+    llms = summary.loc[[n for n in summary.index if n not in classical]]
+    front = pareto_front(llms.assign(flops_total=x[llms.index]))
+    if front:
+        ax.step(x[front], summary.loc[front, "wql_rel_gmean"], where="post", color="grey",
+                linestyle="--", linewidth=1, label="Pareto front of the LLMs")
+    best = summary.loc[[n for n in summary.index if n in classical], "wql_rel_gmean"].dropna()
+    if len(best):
+        ax.axhline(best.min(), color="tab:blue", linestyle=":", linewidth=1,
+                   label=f"best classical ({best.idxmin()})")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel(f"total FLOPs (fine-tuning + forecasting; classical drawn at {floor:.0e})")
     ax.set_ylabel("WQL relative to seasonal naive (geo. mean)")
     ax.set_title(f"suite {suite}: skill per FLOP")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
