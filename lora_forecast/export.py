@@ -105,27 +105,6 @@ def _save_bias(bias, folder: Path) -> None:
         save_file({"bias": bias.detach().contiguous().cpu()}, str(folder / BIAS_FILE))
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry of the export command."""
-    restore_user_error_setting()
-    from lora_forecast.quiet import quiet_third_party
-
-    quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
-    with user_errors():  # e.g. run= not given
-        path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
-    print(f"exported {cfg.run} -> {path}" + (" (adapter + merged model)" if cfg.merge else ""))
-
-
-def cli() -> None:
-    """``main`` with Hydra's composition errors (e.g. a missing argument) as one line."""
-    run_cli(main)
-
-
-if __name__ == "__main__":
-    cli()
-
-
 def _example(n_vars: int) -> np.ndarray:
     """Two steps of ``n_vars`` scaled values for ``example_prompt`` (the run's own width).
 
@@ -162,3 +141,24 @@ def load_exported_model(settings: Settings, export_dir: str | Path) -> torch.nn.
             bias.copy_(load_file(str(folder / BIAS_FILE))["bias"])
     model.eval()
     return model
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry of the export command."""
+    restore_user_error_setting()
+    from lora_forecast.quiet import quiet_third_party
+
+    quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
+    with user_errors():  # e.g. run= not given
+        path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
+    print(f"exported {cfg.run} -> {path}" + (" (adapter + merged model)" if cfg.merge else ""))
+
+
+def cli() -> None:
+    """``main`` with Hydra's composition errors (e.g. a missing argument) as one line."""
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
