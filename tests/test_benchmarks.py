@@ -27,6 +27,7 @@ def _last_json_line(capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(lines[-1])
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_forecasting_benchmark_matches_its_peers_token_for_token(capsys):
     summary = forecasting.main(["--layers", "1", "--systems", "3", "--reference-systems", "1",
                                 "--context-steps", "4", "--horizon", "2", "--repeats", "1"])
@@ -60,6 +61,7 @@ def test_forecasting_benchmark_matches_its_peers_token_for_token(capsys):
     assert (summary["rows_per_decode_call"], summary["forecast_batches"]) == (3, 1)
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_forecasting_benchmark_reports_the_compiled_forecaster(capsys):
     summary = forecasting.main(["--layers", "1", "--systems", "2", "--reference-systems", "1",
                                 "--context-steps", "3", "--horizon", "1", "--repeats", "1",
@@ -69,6 +71,7 @@ def test_forecasting_benchmark_reports_the_compiled_forecaster(capsys):
     assert _last_json_line(capsys) == pytest.approx(summary)  # the printed line is the summary
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_forecasting_benchmark_caps_and_extrapolates_the_reference(capsys):
     summary = forecasting.main(["--layers", "1", "--systems", "2", "--reference-systems", "1",
                                 "--reference-tokens", "3", "--context-steps", "4",
@@ -92,6 +95,7 @@ def counted_flops(loss_fn, backward: bool) -> int:
     return counter.get_total_flops()
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_training_benchmark_reports_the_exact_flops_ratio(capsys, monkeypatch):
     monkeypatch.setattr(ceiling, "bf16_support", lambda device: (False, "no bf16 in this test"))
     argv = ["--layers", "2", "--batch", "1", "--context", "16", "--steps", "1", "--warmup", "0",
@@ -148,6 +152,7 @@ def test_training_benchmark_needs_both_variants():
         training.main(["--variants", "numeric"])
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_gpu_check_prints_its_json_contract_on_cpu(capsys):
     """The GPU check at toy size on CPU: the JSON keys README promises, numbers that follow from
     each other, and MFU null off the GPU table (CPU)."""

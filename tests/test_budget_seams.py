@@ -233,6 +233,7 @@ def _counted(path: Path) -> tuple[int, int]:
             sum(int(n) for kind, n in calls if kind == "val"))
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_work_redone_after_kill_9_is_charged(compose_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     child = tmp_path / "child.py"

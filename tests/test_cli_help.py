@@ -68,6 +68,7 @@ def test_schema_is_no_option(tmp_path: Path) -> None:
     assert not list((tmp_path / "outputs").glob("runs/*"))
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_dry_runs_and_config_errors_leave_no_run_folder(tmp_path: Path) -> None:
     dry = _main(*SHRINK, "budget.dry_run=true", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
@@ -77,6 +78,7 @@ def test_dry_runs_and_config_errors_leave_no_run_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs" / "runs").exists()
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_a_run_stopped_after_admission_keeps_its_folder_with_the_error_in_its_log(
     tmp_path: Path,
 ) -> None:

@@ -109,7 +109,7 @@ def test_monitors_are_the_validation_loss_and_the_scorings_point_monitors() -> N
 
 
 def test_config_vocabularies_are_the_registries_keys() -> None:
-    """The config package validates without importing torch, so it names the registries' keys itself;
+    """The config package validates without importing torch, so it names the registries' keys;
     these must be exactly the keys the registries dispatch on (accountings are read from the
     FLOPs registry itself: it is pure Python)."""
     from lora_forecast import config

@@ -308,6 +308,7 @@ def test_command_line_errors_are_one_line_exit_1(tmp_path: Path, args, fragment)
     assert REPO.is_dir()
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_forecast_and_export_commands_print_no_warning(trained: Path, tmp_path: Path) -> None:
     """Like training (tests/test_quiet.py): no FutureWarning from peft/transformers, no
     deprecation line, on either command's stderr or stdout."""

@@ -71,6 +71,7 @@ def test_peft_is_gradient_checkpointing_warning_is_filtered(restore_library_logg
     assert wrap_and_collect(quiet=True) == []
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_smoke_run_prints_no_warning(tmp_path: Path) -> None:
     """The quickstart's experiment at toy size (W&B offline as in the quickstart)."""
     shrink = [o for o in SHRINK if not o.startswith("logger=")]

@@ -17,6 +17,7 @@ from conftest import REPO, subprocess_env
 from experiments import real_weights
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_smoke_runs_baseline_finetune_and_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(

@@ -230,6 +230,7 @@ def interrupt_after_checkpoint(tmp_path: Path, run_dir: Path, name: str, sig: in
     return proc.returncode
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_kill_9_then_resume_equals_straight(tmp_path: Path) -> None:
     """SIGKILL after a checkpoint; ``train.resume=auto`` in the same run dir completes with the
     uninterrupted run's weights, losses and metrics, and the row the dead process left open is
@@ -274,6 +275,7 @@ def test_kill_9_then_resume_equals_straight(tmp_path: Path) -> None:
     assert rows[0].spent_flops == pytest.approx(b["flops"]["spent"], rel=1e-12)
 
 
+@pytest.mark.integration  # separate processes or a whole command
 def test_sigterm_finishes_the_step_checkpoints_and_exits_130(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     assert interrupt_after_checkpoint(tmp_path, run_dir, "term", signal.SIGTERM) == EXIT_INTERRUPTED
