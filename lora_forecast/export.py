@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from lora_forecast.cli import restore_user_error_setting, run_cli, user_errors
 from lora_forecast.errors import ConfigError
-from lora_forecast.job import atomic_directory
+from lora_forecast.job import atomic_directory, new_output_folder
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.paths import config_dir
 
@@ -68,8 +68,7 @@ def export_run(run_dir: Path, out: Path, merge: bool) -> Path:
     from lora_forecast.models.tokenizer import load_tokenizer
     from lora_forecast.run_folder import load_run_model, run_config, run_scaling, settings_from
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"out: {out}: exists and is not an empty folder")
+    out = new_output_folder(out)
     settings = settings_from(run_config(run_dir))
     model = load_run_model(settings, run_dir)
     bias = model.get_base_model().get_output_embeddings().bias

@@ -29,7 +29,7 @@ from lora_forecast.data.series import SeriesSet
 from lora_forecast.data.sources import read_series
 from lora_forecast.data.timeaxis import STEP, FutureAxis, future_axis
 from lora_forecast.errors import ConfigError, DataFormatError
-from lora_forecast.job import atomic_directory
+from lora_forecast.job import atomic_directory, new_output_folder
 from lora_forecast.llmtime import LLMTimeCodec
 from lora_forecast.run_folder import run_scaling
 
@@ -186,9 +186,7 @@ def run_forecast_job(job: ForecastJob, settings: Settings, config: dict[str, Any
     from lora_forecast.planning import with_signed
     from lora_forecast.results import config_digest
 
-    out = Path(job.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"out: {out}: exists and is not an empty folder")
+    out = new_output_folder(job.out)
     series = read_series(job.input, settings.data)
     scaling = forecast_scaling(settings, job.run, series.values, series.variables)
     series = check_variables(series, scaling.variables, job.input)

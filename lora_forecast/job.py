@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lora_forecast.errors import ConfigError
+
 HYDRA_ONLY = {".hydra"}  # plus the job's *.log files
 
 
@@ -84,6 +86,19 @@ def discard_unused_run_dir(run_dir: Path, output_dir: Path) -> bool:
         except OSError:
             break
     return True
+
+
+def new_output_folder(out: str | Path) -> Path:
+    """``out`` as a Path, checked before any work: a command writes a new folder (or fills an
+    empty one), never over earlier results.
+
+    Raises:
+        ConfigError: ``out: <path>: exists and is not an empty folder``.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"out: {out}: exists and is not an empty folder")
+    return out
 
 
 @contextmanager

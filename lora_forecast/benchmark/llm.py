@@ -32,8 +32,6 @@ from lora_forecast.results import RESULTS_FILE
 __all__ = ["LLMEntry", "TaskPlan", "forecast_task", "leaked_ids", "load_entry_model",
            "plan_task", "trained_entry", "zero_shot_entry"]
 
-EXPORT_INFO = "lora_forecast.json"  # lora_forecast.export.EXPORT_INFO (kept import-light)
-
 
 @dataclass(frozen=True)
 class LLMEntry:
@@ -85,6 +83,7 @@ def trained_entry(path: str, bench: Settings, key: str) -> LLMEntry:
     Raises:
         ConfigError: ``<key>: <path>: ...`` for anything else.
     """
+    from lora_forecast.export import EXPORT_INFO
     from lora_forecast.run_folder import run_config, run_scaling, settings_from
 
     folder, export = Path(path), None

@@ -160,10 +160,9 @@ def run_benchmark(job: BenchmarkJob, settings: Settings, config: dict[str, Any])
             reserved, nothing written).
     """
     from lora_forecast.benchmark.outputs import write_leaderboard
+    from lora_forecast.job import new_output_folder
 
-    out = Path(job.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"out: {out}: exists and is not an empty folder")
+    out = new_output_folder(job.out)
     tasks = load_tasks(job, settings.eval.context_steps)
     entries = _entries(job, settings)
     leaks = _leaks(job, entries, tasks)

@@ -22,9 +22,7 @@ from lora_forecast.benchmark.windows import Windows
 from lora_forecast.evaluation.metrics import (
     bootstrap_ci,
     interval_coverage,
-    log_ratios,
     mase,
-    relative_geometric_mean,
     smape,
     weighted_quantile_loss,
 )
@@ -132,12 +130,13 @@ def aggregate(values: pd.DataFrame, reference: str, n_boot: int = 1000,
     ranks = values.rank(axis=0, method="average").mean(axis=1)
     out = {}
     for name, row in values.iterrows():
-        scores = clipped_ratios(row.to_numpy(np.float64), ref)
-        logs = log_ratios(scores, np.ones_like(scores))
-        low, high = (math.exp(v) for v in bootstrap_ci(logs, n_boot, seed)) if logs.size \
-            else (math.nan, math.nan)
-        out[str(name)] = Aggregate(relative_geometric_mean(scores, np.ones_like(scores)), low,
-                                   high, _win_rate(values, str(name)), float(ranks[name]))
+        ratios = clipped_ratios(row.to_numpy(np.float64), ref)
+        logs = np.log(ratios[np.isfinite(ratios)])  # clipped: never 0, so every log is finite
+        gmean, (low, high) = ((math.exp(float(np.mean(logs))),
+                               tuple(math.exp(v) for v in bootstrap_ci(logs, n_boot, seed)))
+                              if logs.size else (math.nan, (math.nan, math.nan)))
+        out[str(name)] = Aggregate(gmean, low, high, _win_rate(values, str(name)),
+                                   float(ranks[name]))
     return out
 
 
