@@ -19,16 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from lora_forecast.cli import restore_user_error_setting, run_cli, user_errors
+from lora_forecast.command import hydra_command
 from lora_forecast.errors import ConfigError
 from lora_forecast.job import atomic_directory, new_output_folder
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
-from lora_forecast.paths import config_dir
 
 if TYPE_CHECKING:
     import torch
@@ -142,21 +140,11 @@ def load_exported_model(settings: Settings, export_dir: str | Path) -> torch.nn.
     return model
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry of the export command."""
-    restore_user_error_setting()
-    from lora_forecast.quiet import quiet_third_party
-
-    quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
-    with user_errors():  # e.g. run= not given
-        path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
+@hydra_command("export")
+def cli(cfg: DictConfig) -> None:
+    """Export a run's adapter (and with ``merge=true`` the merged model)."""
+    path = export_run(Path(cfg.run), Path(cfg.out), bool(cfg.merge))
     print(f"exported {cfg.run} -> {path}" + (" (adapter + merged model)" if cfg.merge else ""))
-
-
-def cli() -> None:
-    """``main`` with Hydra's composition errors (e.g. a missing argument) as one line."""
-    run_cli(main)
 
 
 if __name__ == "__main__":

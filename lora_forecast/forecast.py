@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lora_forecast.cli import restore_user_error_setting, run_cli, user_errors
+from lora_forecast.command import hydra_command
 from lora_forecast.config import Settings, register_configs, resolved_config, to_settings
-from lora_forecast.paths import config_dir
 
 register_configs()
 JOB_KEYS = ("run", "input", "horizon", "out", "plot_series")
@@ -50,27 +47,16 @@ def _settings(cfg: DictConfig) -> tuple[Settings, dict]:
     return settings, config
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="forecast")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry of the forecast command."""
-    restore_user_error_setting()
-    logging.getLogger().setLevel(logging.INFO)
+@hydra_command("forecast")
+def cli(cfg: DictConfig) -> None:
+    """Forecast the input's series past their ends and write the table (and a plot)."""
     from lora_forecast.forecast_job import ForecastJob, run_forecast_job
-    from lora_forecast.quiet import quiet_third_party
 
-    quiet_third_party()  # library warnings we cannot fix: filtered or logged once, as training
-
-    with user_errors():  # e.g. input= not given
-        job = ForecastJob(cfg.run, str(cfg.input), int(cfg.horizon), str(cfg.out),
-                          int(cfg.plot_series))
-        settings, config = _settings(cfg)
-        out = run_forecast_job(job, settings, config)
+    job = ForecastJob(cfg.run, str(cfg.input), int(cfg.horizon), str(cfg.out),
+                      int(cfg.plot_series))
+    settings, config = _settings(cfg)
+    out = run_forecast_job(job, settings, config)
     print(f"forecasts written to {out}")
-
-
-def cli() -> None:
-    """``main`` with Hydra's composition errors (e.g. a missing argument) as one line."""
-    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ def test_with_inexact_token_counts_spend_stays_below_the_prediction(compose_cfg,
 COUNTING_CHILD = '''
 import os, runpy, signal
 import torch
-import lora_forecast.run as run_module
+import lora_forecast.finetune as run_module
 
 log = open(os.environ["COUNT_FILE"], "a", buffering=1)
 kill_at = int(os.environ.get("KILL_AT", "0"))

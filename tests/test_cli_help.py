@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import SHRINK, subprocess_env
 
-from lora_forecast.cli import group_options, schema_choice_error, suggest_key
+from lora_forecast.config.groups import group_options, schema_choice_error
+from lora_forecast.config.messages import suggest_key
 from lora_forecast.job import discard_unused_run_dir
 from lora_forecast.paths import config_dir
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "lora_forecast"
 MAX_PARAMETERS = 8
 
@@ -42,12 +44,12 @@ LAYERS = {
     "errors": 0, "paths": 0, "results": 0, "job": 0, "quiet": 0,
     "flops": 1,
     "config": 2,
-    "cli": 3,
+    "command": 3,
     "llmtime": 4, "data": 4, "evaluation": 4, "tracking": 4, "budget": 4, "summary": 4,
     "models": 5,
     "forecasting": 6, "training": 6,
     "planning": 7,
-    "run_folder": 8,
+    "run_folder": 8, "admission": 8, "finetune": 8, "run_outputs": 8,
     "run": 9, "forecast_job": 9, "export": 9, "report": 9,
     "task": 10, "benchmark": 10,
     "__main__": 11, "forecast": 11, "__init__": 11,
@@ -101,3 +103,29 @@ def test_no_private_name_crosses_a_module() -> None:
                 for module, names, line in _imports(path) for name in names
                 if name.startswith("_") and not name.startswith("__")]
     assert crossing == []
+
+
+def _console_scripts() -> dict[str, str]:
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    return pyproject["project"]["scripts"]
+
+
+@pytest.mark.parametrize("script", sorted(_console_scripts()))
+def test_every_command_runs_in_the_one_wrapper(script: str) -> None:
+    import importlib
+
+    module, name = _console_scripts()[script].split(":")
+    entry = getattr(importlib.import_module(module), name)
+    assert Path(entry.__code__.co_filename).name == "command.py", script  # made by the wrapper
+    assert entry.__wrapped__.__module__ == module  # around the command's own body
+
+
+def test_only_the_wrapper_prints_errors_and_sets_hydra_full_error() -> None:
+    breaking = [f"{path.relative_to(PACKAGE)}:{node.lineno}"
+                for path in sorted(PACKAGE.rglob("*.py")) if path.name != "command.py"
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and (node.value.startswith("error: ") or node.value == "HYDRA_FULL_ERROR")]
+    assert breaking == []

@@ -226,7 +226,7 @@ def test_cli_hydra_full_error_shows_the_traceback(tmp_path: Path, bad: str) -> N
 def test_one_line_error_leaves_bugs_alone() -> None:
     from hydra.errors import ConfigCompositionException
 
-    from lora_forecast.cli import one_line_error
+    from lora_forecast.config.messages import one_line_error
 
     assert one_line_error(RuntimeError("a bug")) is None  # keeps its traceback
     assert one_line_error(KeyError("x")) is None
@@ -236,7 +236,7 @@ def test_one_line_error_leaves_bugs_alone() -> None:
 
 @pytest.mark.parametrize("users", [None, "0", "1"])
 def test_deferring_hydra_reports_restores_the_users_setting(monkeypatch, users) -> None:
-    from lora_forecast.cli import defer_hydra_error_reports, restore_user_error_setting
+    from lora_forecast.command import defer_hydra_error_reports, restore_user_error_setting
 
     if users is None:
         monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)

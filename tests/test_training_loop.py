@@ -13,16 +13,16 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-import lora_forecast.task as task_module
+import lora_forecast.training.distributed as distributed_module
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.budget.meter import FlopsMeter
 from lora_forecast.config import LoraConfig, ModelConfig, TrainConfig
 from lora_forecast.data.windows import TokenWindows
+from lora_forecast.finetune import batch_loss_fn
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.build import build_model, trainable_state
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.results import read_results
-from lora_forecast.run import batch_loss_fn
 from lora_forecast.task import run_task
 from lora_forecast.tracking.offline_reader import read_offline_run
 from lora_forecast.training.loop import Trainer, TrainHooks
@@ -253,7 +253,7 @@ def test_trainer_on_a_non_main_rank_trains_but_writes_nothing(tmp_path: Path) ->
 def test_task_on_a_non_main_rank_writes_no_results_no_tracker_and_no_ledger_row(
     compose_cfg, run_dir: Path, monkeypatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(task_module, "Accelerator", NonMainAccelerator)
+    monkeypatch.setattr(distributed_module, "Accelerator", NonMainAccelerator)
     cfg = compose_cfg("logger=wandb", "train.checkpoint_every=1")
     assert run_task(cfg, run_dir) is not None  # the rank computes the monitored value too
     assert list(run_dir.iterdir()) == []  # no results.json, .run_id, split.json, wandb/, plots

@@ -4,20 +4,23 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from lora_forecast.benchmark.suite import SuiteConfig
-from lora_forecast.cli import restore_user_error_setting, run_cli, user_errors
-from lora_forecast.config import SCHEMA_NAME, Settings, register_configs, to_settings
+from lora_forecast.command import hydra_command
+from lora_forecast.config import (
+    SCHEMA_NAME,
+    Settings,
+    register_configs,
+    resolved_config,
+    to_settings,
+)
 from lora_forecast.errors import ConfigError
-from lora_forecast.paths import config_dir
 
 register_configs()
 # The command's own keys; everything else is the training settings (model, data, eval, budget).
@@ -86,27 +89,15 @@ def benchmark(config: dict[str, Any]) -> Path:
     return run_benchmark(job, settings, config)
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="benchmark")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry of the benchmark command."""
-    restore_user_error_setting()
-    logging.getLogger().setLevel(logging.INFO)
-    from lora_forecast.config import resolved_config
-    from lora_forecast.quiet import quiet_third_party
-
-    quiet_third_party()
-    with user_errors():
-        config = resolved_config(cfg)
-        out = benchmark(config)
+@hydra_command("benchmark")
+def cli(cfg: DictConfig) -> None:
+    """Score the suite's competitors and write the leaderboard."""
+    config = resolved_config(cfg)
+    out = benchmark(config)
     budget = config["budget"]
     print((out / "leaderboard.md").read_text())
     print(f"leaderboard written to {out}\nFLOPs: python -m lora_forecast.budget report "
           f"--ledger {budget['ledger_url']} --study {budget['study']}")
-
-
-def cli() -> None:
-    """``main`` with Hydra's composition errors (e.g. an unknown suite) as one line."""
-    run_cli(main)
 
 
 if __name__ == "__main__":

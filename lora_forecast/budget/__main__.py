@@ -17,9 +17,8 @@ import sqlalchemy as sa
 
 from lora_forecast.budget.ledger import Ledger
 from lora_forecast.budget.report import FORMATS, format_studies, format_table, studies_of
-from lora_forecast.cli import report_user_error
+from lora_forecast.command import command
 from lora_forecast.config import BudgetConfig
-from lora_forecast.errors import LoraForecastError
 
 DEFAULTS = BudgetConfig()
 
@@ -83,12 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command(ValueError, sa.exc.SQLAlchemyError)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        print(args.handler(args))
-    except (LoraForecastError, ValueError, sa.exc.SQLAlchemyError) as exc:
-        return report_user_error(exc, 2)
+    print(args.handler(args))
     return 0
 
 

@@ -35,6 +35,7 @@ from lora_forecast.config.data import (
     SplitConfig,
 )
 from lora_forecast.config.eval import EvalConfig
+from lora_forecast.config.groups import SCHEMA_NAME
 from lora_forecast.config.logger import LOGGERS, LoggerConfig, TrialConfig
 from lora_forecast.config.lora import LoraConfig
 from lora_forecast.config.model import HEADS, ModelConfig
@@ -48,8 +49,6 @@ __all__ = [
     "SplitConfig", "TrainConfig", "TrialConfig", "register_configs", "resolved_config",
     "to_settings",
 ]
-
-SCHEMA_NAME = "schema"  # each group's structured-config option (conf/<group>/*.yaml defaults)
 
 
 @dataclass

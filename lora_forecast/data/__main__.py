@@ -10,9 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lora_forecast.cli import report_user_error
+from lora_forecast.command import command
 from lora_forecast.data.generator import generate_lotka_volterra, provenance, write_trajectories
-from lora_forecast.errors import LoraForecastError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,13 +39,11 @@ def _generate(args: argparse.Namespace) -> str:
             f"predator {predator.min():.3g}..{predator.max():.3g})")
 
 
+@command(ValueError, OSError)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 on a user error)."""
     args = _parser().parse_args(argv)
-    try:
-        print(_generate(args))
-    except (LoraForecastError, ValueError, OSError) as exc:
-        return report_user_error(exc, 2)
+    print(_generate(args))
     return 0
 
 

@@ -11,8 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lora_forecast.cli import report_user_error
-from lora_forecast.errors import ConfigError, LoraForecastError
+from lora_forecast.command import command
+from lora_forecast.errors import ConfigError
 from lora_forecast.report.build import build_report
 
 
@@ -44,14 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command()
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.budget is not None and args.budget <= 0:
-        return report_user_error(ConfigError(f"--budget must be > 0, got {args.budget:g}"), 2)
-    try:
-        path = build_report(args.paths, args.out, ledger_url=args.ledger, budget=args.budget)
-    except LoraForecastError as exc:
-        return report_user_error(exc, 2)
+        raise ConfigError(f"--budget must be > 0, got {args.budget:g}")
+    path = build_report(args.paths, args.out, ledger_url=args.ledger, budget=args.budget)
     print(f"wrote {path}")
     return 0
 

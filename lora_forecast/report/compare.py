@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lora_forecast.cli import report_user_error
-from lora_forecast.errors import ConfigError, LoraForecastError
+from lora_forecast.command import command
+from lora_forecast.errors import ConfigError
 from lora_forecast.evaluation.paired import PairedComparison, paired_difference, per_series_by_id
 from lora_forecast.results import RESULTS_FILE, read_results
 
@@ -54,6 +54,7 @@ def _load(run_dir: Path, metric: str) -> dict[str, Any]:
     return results
 
 
+@command()
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lora_forecast.report.compare",
@@ -64,10 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="per-series metric: mse, mae, mase, smape, msis, wql, crps, ...")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
-    try:
-        cmp = compare_runs(args.run_a, args.run_b, args.metric, args.resamples)
-    except LoraForecastError as exc:
-        return report_user_error(exc, 2)
+    cmp = compare_runs(args.run_a, args.run_b, args.metric, args.resamples)
     verdict = ("A lower" if cmp.high < 0 else "B lower" if cmp.low > 0
                else "no clear difference")
     print(f"{args.metric} A - B: {cmp.mean:.4g} [{cmp.low:.4g}, {cmp.high:.4g}] over {cmp.n} "

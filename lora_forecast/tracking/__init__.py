@@ -121,4 +121,24 @@ def make_tracker(logger_cfg: LoggerConfig, *, run_dir: Path, run_name: str,
     return builder(logger_cfg, run_dir, run_name, config)
 
 
-__all__ = ["TRACKERS", "NullTracker", "Tracker", "TrackerBuilder", "make_tracker"]
+def finish_run(tracker: Tracker, run_dir: Path, results: dict[str, Any]) -> None:
+    """Close a run's tracker with what its ``results.json`` says: test and baseline metrics,
+    paired differences, status and FLOPs as the summary, and the run's figures."""
+    metrics = results.get("metrics") or {}
+    summary = {f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+    summary.update({f"baseline/{name}/{k}": v
+                    for name, scores in (results.get("baselines") or {}).items()
+                    for k, v in scores.items() if isinstance(v, int | float)})
+    summary.update({f"paired/{metric}/{name}": c["mean"]
+                    for metric, block in (results.get("paired") or {}).items()
+                    for name, c in block.items()})
+    summary.update({"status": results["status"], "end_reason": results["end_reason"],
+                    "flops/spent": results["flops"]["spent"]})
+    for image in ("forecasts.png", "error_per_step.png"):
+        if (run_dir / image).is_file():
+            tracker.log_image(image.removesuffix(".png"), run_dir / image)
+    tracker.set_summary(summary)
+    tracker.finish(0 if results["status"] != "failed" else 1)
+
+
+__all__ = ["TRACKERS", "NullTracker", "Tracker", "TrackerBuilder", "finish_run", "make_tracker"]

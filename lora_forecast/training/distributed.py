@@ -15,8 +15,26 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list
+
+# train.precision -> accelerate's mixed_precision ("auto": bf16 autocast on CUDA, fp32 elsewhere)
+MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def make_accelerator(precision: str) -> Accelerator:
+    """The run's Accelerator for ``train.precision``: on CUDA when there is one, else the CPU."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = "bf16" if cuda else "fp32"
+    return Accelerator(mixed_precision=MIXED_PRECISION[precision], cpu=not cuda)
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or alone), before any Accelerator is built: ranks > 0
+    of a data-parallel job never open the ledger (the Accelerator's shared state)."""
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
+
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
