@@ -101,7 +101,7 @@ def forecast_validator(settings: Settings, data: PreparedData, fmt: LLMTimeForma
                                  n_samples=1)
             pred = Predicted(fc.point, parsed=fc.parsed.any(axis=1))
             sums = point_sums(truth, contexts, pred, settings.eval.season_length)
-            cost = ctx.prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens)
+            cost = ctx.prediction.forecast_cost(fc.prompt_tokens, fc.computed_tokens)
         model.train()
         scores = scores_from_sums({k: global_sum(acc, v) for k, v in sums.items()})
         return {f"val/{k}": v for k, v in scores.items()}, global_sum(acc, cost)

@@ -162,11 +162,19 @@ def predict_forecast_flops(settings: Settings, contexts: Sequence[np.ndarray],
     (``.forecast_cost``): per series one prefill of its prompt, then each of
     ``eval.num_samples`` samples decodes the horizon (the run's own forecasting rule). A '-'
     per number is counted when ``data.signed`` (resolved) is true."""
-    from lora_forecast.planning import CostPrediction, flops_counter, forecast_cost, token_format
+    from lora_forecast.forecasting.forecaster import computed_tokens_bound
+    from lora_forecast.planning import (
+        CostPrediction,
+        draft_tokens,
+        flops_counter,
+        forecast_cost,
+        token_format,
+    )
 
     n_vars = contexts[0].shape[1]
     per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
-    generated = [horizon * per_step - 1] * settings.eval.num_samples  # per sample, a bound
+    sample = computed_tokens_bound(horizon * per_step - 1, draft_tokens(settings.eval))
+    generated = [sample] * settings.eval.num_samples  # per sample, a bound
     count = flops_counter(settings)
     bound = forecast_cost(count, [len(c) * per_step for c in contexts],
                           [generated] * len(contexts))  # the planner's one cost formula
@@ -220,7 +228,7 @@ def _forecast_and_write(job: ForecastJob, settings: Settings, series: SeriesSet,
 
     model = load_run_model(settings, job.run)
     fc = forecast_contexts(settings, model, scaling, contexts, job.horizon)
-    meter.add(prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens), "forecasting")
+    meter.add(prediction.forecast_cost(fc.prompt_tokens, fc.computed_tokens), "forecasting")
     with atomic_directory(out) as tmp:
         _write(tmp, job, settings, series, contexts, fc, meter)
     return out

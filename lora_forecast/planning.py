@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lora_forecast.config import ModelConfig, Settings
+from lora_forecast.config import EvalConfig, ModelConfig, Settings
 from lora_forecast.data import generator
 from lora_forecast.data.loader import read_shape
 from lora_forecast.data.splits import SystemSplit, split_systems
@@ -259,13 +259,38 @@ def short_training_context(settings: Settings) -> str | None:
 
 
 def _generation_cap(settings: Settings, fmt: LLMTimeFormat, n_vars: int) -> int:
-    """The forecaster's own cap on the tokens one sample generates (the grammar's longest
-    forecast, +1 for the EOS of free decoding): a bound the meter can never pass."""
-    from lora_forecast.forecasting.forecaster import max_new_tokens
+    """The forecaster's own bound on the positions one sample computes (its cap on generated
+    tokens: the grammar's longest forecast, +1 for the EOS of free decoding; with drafts, the
+    rejected draft tokens' worst case): a bound the meter can never pass."""
+    from lora_forecast.forecasting.forecaster import computed_tokens_bound, max_new_tokens
 
     ev = settings.eval
     grammar = fmt.grammar(n_vars, ev.horizon_steps, ev.max_int_digits)
-    return max_new_tokens(grammar, ev.constrained)
+    return computed_tokens_bound(max_new_tokens(grammar, ev.constrained), draft_tokens(ev))
+
+
+def check_draft(ev: EvalConfig) -> None:
+    """Refuse an ``eval.draft`` that names no registered baseline (before anything is reserved).
+
+    Raises:
+        ConfigError: ``eval.draft: unknown baseline ...`` with the available names.
+    """
+    from lora_forecast.evaluation.baselines import BASELINES
+
+    if ev.draft not in (None, "none") and ev.draft not in BASELINES:
+        raise ConfigError(f"eval.draft: unknown baseline {ev.draft!r}; available: none, "
+                          f"{', '.join(sorted(BASELINES))}")
+
+
+def draft_tokens(ev: EvalConfig) -> int | None:
+    """``eval.draft_tokens`` when forecasts are drafted (``eval.draft``, null resolved for this
+    machine as the forecaster resolves it), else None."""
+    import torch
+
+    from lora_forecast.forecasting.forecaster import resolved_draft
+
+    drafted = resolved_draft(ev.draft, ev.constrained, torch.cuda.is_available()) != "none"
+    return ev.draft_tokens if drafted else None
 
 
 @dataclass(frozen=True)
@@ -284,11 +309,12 @@ class CostPrediction:
     count: Callable[..., float] | None = field(default=None, compare=False, repr=False)
 
     def forecast_cost(self, prompt_tokens: Sequence[int],
-                      generated_tokens: Sequence[Sequence[int]]) -> float:
-        """Metered FLOPs of forecasts made, with the counter that made the prediction."""
+                      computed_tokens: Sequence[Sequence[int]]) -> float:
+        """Metered FLOPs of forecasts made (``Forecast.computed_tokens``: the positions each
+        sample computed), with the counter that made the prediction."""
         if self.count is None:
             raise ValueError("this prediction has no counter (a run without an LLM)")
-        return forecast_cost(self.count, prompt_tokens, generated_tokens)
+        return forecast_cost(self.count, prompt_tokens, computed_tokens)
 
     @property
     def total(self) -> float:
@@ -354,19 +380,20 @@ def system_forecast_cost(count: Counter, prompt_tokens: int, generated: Sequence
 
 
 def forecast_cost(count: Callable[..., float], prompt_tokens: Sequence[int],
-                  generated_tokens: Sequence[Sequence[int]]) -> float:
+                  computed_tokens: Sequence[Sequence[int]]) -> float:
     """Metered FLOPs of forecasts made: :func:`system_forecast_cost` summed over systems.
 
     Args:
         count: the run's bound counter (:func:`flops_counter`; a prediction's ``count``).
         prompt_tokens: ``[S]`` real prompt tokens per system.
-        generated_tokens: ``[S, N]`` tokens each sample really generated.
+        computed_tokens: ``[S, N]`` positions each sample really computed
+            (``Forecast.computed_tokens``: its generated tokens in plain decoding).
 
     Returns:
         FLOPs, in the run's accounting.
     """
     return sum(system_forecast_cost(count, p, row)
-               for p, row in zip(prompt_tokens, generated_tokens, strict=True))
+               for p, row in zip(prompt_tokens, computed_tokens, strict=True))
 
 
 def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPrediction:
@@ -385,6 +412,7 @@ def predict_cost(settings: Settings, arch: Architecture | None = None) -> CostPr
     """
     series = series_lengths(settings)
     check_fits_data(settings, series[0])
+    check_draft(settings.eval)
     settings = with_signed(settings, series[2])  # the head's rows and tokens count the '-'
     if settings.task == "baselines":
         return CostPrediction(0.0, 0.0, 0.0, settings.budget.accounting, 0.0, 0.0)

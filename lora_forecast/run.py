@@ -128,7 +128,7 @@ def _forecast_test(
     if not ctx.meter.can_afford(ctx.prediction.forecasting):
         return None
     fc = forecast_scaled(settings, model, fmt, scale_of, contexts, ctx.progress)
-    ctx.meter.add(ctx.prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens),
+    ctx.meter.add(ctx.prediction.forecast_cost(fc.prompt_tokens, fc.computed_tokens),
                   "forecasting")
     ctx.meter.flush()
     return fc

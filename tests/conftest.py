@@ -72,13 +72,14 @@ def count_with(arch, *, accounting: str, convention="coursework", **request):
 
 
 def decode_with(logits_fn, prompts, *, generator=None, repeats: int = 1, max_new_tokens: int,
-                grammar=None, semicolons=None, horizon_steps=None, eos_ids=(), **options):
+                grammar=None, semicolons=None, horizon_steps=None, eos_ids=(), drafter=None,
+                **options):
     """:func:`lora_forecast.forecasting.decode` with its stop rule and options as keywords."""
     from lora_forecast.forecasting import DecodeOptions, StopRule, decode
 
     stop = StopRule(max_new_tokens, grammar, semicolons, horizon_steps, tuple(eos_ids))
     return decode(logits_fn, prompts, DecodeOptions(stop, **options), generator=generator,
-                  repeats=repeats)
+                  repeats=repeats, drafter=drafter)
 
 
 @pytest.fixture

@@ -186,3 +186,29 @@ def test_gpu_check_mfu_table_matches_device_names(monkeypatch, name: str, peak: 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert gpu_check.bf16_peak(torch.device("cuda", 0)) == (name, peak)
     assert gpu_check.bf16_peak(torch.device("cpu")) == ("cpu", None)
+
+
+@pytest.mark.integration  # separate processes or a whole command
+def test_drafting_benchmark_trains_measures_and_replays(tmp_path, capsys):
+    """A few training steps and a 1-layer replay: the numbers are consistent with each other
+    and every drafted forecast is the plain one, token for token."""
+    from benchmarks import drafting
+
+    summary = drafting.main(["--systems", "1", "2", "--timed-systems", "2", "--layers", "1",
+                             "--train-steps", "20", "--horizon", "3", "--cache",
+                             str(tmp_path)])
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1]) == json.loads(json.dumps(summary))
+    for n, measured in summary["measured"].items():
+        assert measured["identical"], n
+        assert 0 <= measured["acceptance_rate"] <= 1
+        assert measured["decode_calls_ratio"] == pytest.approx(
+            measured["decode_calls_draft"] / measured["decode_calls_plain"])
+        assert measured["decode_calls_draft"] <= measured["decode_calls_plain"]
+    replayed = summary["replayed"][2]
+    assert replayed["identical"] and replayed["identical_generate"]
+    assert replayed["speedup_draft"] == pytest.approx(replayed["seconds_plain"]
+                                                      / replayed["seconds_draft"])
+    for kind in ("plain", "draft"):  # a lower bound on decode time, over the time measured
+        assert 0 < replayed[f"{kind}_ceiling_fraction"] <= 1
+    assert (tmp_path / "smoke-20-steps" / "run" / "results.json").is_file()  # cached

@@ -10,7 +10,8 @@ import torch
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.flops import Architecture
 from lora_forecast.forecasting import forecaster as forecaster_module
-from lora_forecast.forecasting.decoding import Sampling, concat_rows, next_tokens
+from lora_forecast.forecasting.caches import concat_rows
+from lora_forecast.forecasting.decoding import Sampling, next_tokens
 from lora_forecast.forecasting.rows import (
     MEMORY_FRACTION,
     RowMemory,

@@ -221,7 +221,7 @@ def forecast_task(plan: TaskPlan, model: Any, windows: Windows, task: TaskConfig
     n = len(windows)
     fc = forecast_contexts(plan.settings, model, plan.scaling, plan.rows(windows.contexts),
                            task.horizon, progress)
-    spent = plan.prediction.forecast_cost(fc.prompt_tokens, fc.generated_tokens)
+    spent = plan.prediction.forecast_cost(fc.prompt_tokens, fc.computed_tokens)
     point = plan.to_task(fc.point, n)  # [N, H, V]
     # a window with a row none of whose samples parsed (rows are window-major)
     failed = ~fc.parsed.any(axis=1).reshape(n, -1).all(axis=1)

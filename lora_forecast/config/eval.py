@@ -29,6 +29,8 @@ class EvalConfig:
     compile: bool = False
     jump_forward: bool | None = None
     prefill_tokens: int | None = 8192
+    draft: str | None = None
+    draft_tokens: int = 8
 
     def __post_init__(self) -> None:
         require(
@@ -46,6 +48,10 @@ class EvalConfig:
                  f"must be >= 1 or null (as many as memory holds), got {self.batch_size}")
         require(self.prefill_tokens is None or self.prefill_tokens >= 1, "eval.prefill_tokens",
                  f"must be >= 1 or null (one prefill per batch), got {self.prefill_tokens}")
+        require(self.draft_tokens >= 1, "eval.draft_tokens",
+                f"must be >= 1, got {self.draft_tokens}")
+        require(self.draft in (None, "none") or self.constrained, "eval.draft",
+                f"drafts need constrained decoding (eval.constrained=true), got {self.draft!r}")
         require(self.season_length >= 1, "eval.season_length",
                  f"must be >= 1, got {self.season_length}")
         require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")

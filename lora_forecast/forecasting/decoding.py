@@ -4,7 +4,7 @@ The loop left-pads the prompts, prefills them (logits of the last position only;
 ``prefill_chunk`` prompts whose caches are then joined, so a batch of many rows needs no huge
 prefill: moderate GEMMs run faster and hold less memory), then feeds each row's new tokens per
 call with the cache: the sampled token plus, under the grammar, the tokens it forces next
-(jump-forward, see :func:`decode`). With
+(jump-forward) and a draft to verify (draft-and-verify, see :func:`decode`). With
 ``repeats > 1`` (LLMTIME-style sampling) each distinct prompt is prefilled once and its
 logits, mask, positions and KV cache are copied to its ``repeats`` rows, so a long prompt is
 not recomputed per sample. It stops exactly when every row is finished: constrained, when each
@@ -21,12 +21,13 @@ in the opaque cache slot).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
-from lora_forecast.llmtime.grammar import LLMTimeGrammar
+from lora_forecast.forecasting.caches import concat_rows, crop_columns, repeat_rows, select_rows
+from lora_forecast.llmtime.grammar import GrammarState, LLMTimeGrammar
 from lora_forecast.models.logits import LogitsFn
 
 
@@ -53,8 +54,11 @@ class DecodeResult:
     ``generated_tokens`` are per row (unpadded); ``prefill_rows``, ``prompt_width`` and
     ``decode_steps`` describe the compute actually done: one prefill over
     ``[prefill_rows, prompt_width]`` (the distinct prompts) plus ``decode_steps`` cached
-    forward calls over all ``B`` rows (decode calls; each feeds a row's sampled token and the
-    tokens the grammar forced after it).
+    forward calls (decode calls; each feeds a row's sampled token, the tokens the grammar
+    forced after it and its draft). ``forwarded_tokens`` counts, per row, the real tokens those
+    calls fed (rejected draft tokens included: they were computed); ``drafted_tokens`` and
+    ``accepted_tokens`` the draft tokens verified and kept; ``draft_events`` each row's
+    ``(drafted, kept)`` per verify call, in order (what a benchmark replays on another model).
     """
 
     tokens: list[list[int]]
@@ -63,6 +67,19 @@ class DecodeResult:
     prompt_width: int
     decode_steps: int
     prefill_rows: int
+    forwarded_tokens: list[int] = field(default_factory=list)
+    drafted_tokens: list[int] = field(default_factory=list)
+    accepted_tokens: list[int] = field(default_factory=list)
+    draft_events: list[list[tuple[int, int]]] = field(default_factory=list)
+
+
+class Drafter(Protocol):
+    """Guesses of the tokens each row writes next, for the model to verify in one call."""
+
+    def propose(self, row: int, generated: Sequence[int], limit: int) -> Sequence[int]:
+        """Up to ``limit`` tokens that may follow ``generated`` (row ``row``'s tokens so far).
+        Any of them may be wrong: :func:`decode` keeps only what the model agrees with."""
+        ...
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
@@ -79,24 +96,11 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
     return ids.to(device), mask.to(device)
 
 
-def next_tokens(logits: torch.Tensor, sampling: Sampling,
-                generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
-    """Pick one token per row from ``logits`` [B, V] (masked entries are -inf) -> [B].
-
-    Rows whose logits are all -inf get an arbitrary token (callers pad finished rows).
-    Sampling works on the ``k`` finite logits only (``topk`` returns them sorted, which the
-    nucleus needs): under the grammar k <= 12, so sorting and ``multinomial`` stay cheap.
-    ``generator`` is one random stream for the batch, or one per row: then each row is sampled
-    on its own (its own ``k``), so its draws do not depend on which rows share its batch.
-    """
-    logits = logits.float()
-    if sampling.greedy:
-        return logits.argmax(dim=-1)
-    if isinstance(generator, Sequence):
-        if len(generator) != len(logits):
-            raise ValueError(f"generator: {len(generator)} streams for {len(logits)} rows")
-        return torch.cat([next_tokens(logits[r : r + 1], sampling, stream)
-                          for r, stream in enumerate(generator)])
+def sampling_probs(logits: torch.Tensor,
+                   sampling: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
+    """What sampling draws from: ``(token ids [B, k], weights [B, k])`` over the ``k`` finite
+    logits (``topk`` returns them sorted, which the nucleus needs; under the grammar k <= 12),
+    after temperature and top-p; the weights are not normalised (``multinomial`` does that)."""
     k = max(1, int(torch.isfinite(logits).sum(dim=-1).max()))
     top, index = logits.topk(k, dim=-1)  # [B, k], descending
     # A row with no finite logit (a finished row under a head without EOS) would give NaN
@@ -106,6 +110,33 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling,
     if sampling.top_p < 1.0:
         # keep a token if the mass before it is < top_p (always keeps the most likely one)
         probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= sampling.top_p, 0.0)
+    return index, probs
+
+
+def next_tokens(logits: torch.Tensor, sampling: Sampling,
+                generator: torch.Generator | Sequence[torch.Generator] | None,
+                exclude: Sequence[int] | None = None) -> torch.Tensor:
+    """Pick one token per row from ``logits`` [B, V] (masked entries are -inf) -> [B].
+
+    Rows whose logits are all -inf get an arbitrary token (callers pad finished rows).
+    ``generator`` is one random stream for the batch, or one per row: then each row is sampled
+    on its own (its own ``k``), so its draws do not depend on which rows share its batch.
+    ``exclude`` (sampling only; -1 = none) removes one token per row AFTER temperature and
+    top-p: the residual distribution of a rejected draft token (see :func:`decode`).
+    """
+    logits = logits.float()
+    if sampling.greedy:
+        return logits.argmax(dim=-1)
+    if isinstance(generator, Sequence):
+        if len(generator) != len(logits):
+            raise ValueError(f"generator: {len(generator)} streams for {len(logits)} rows")
+        return torch.cat([next_tokens(logits[r : r + 1], sampling, stream,
+                                      None if exclude is None else exclude[r : r + 1])
+                          for r, stream in enumerate(generator)])
+    index, probs = sampling_probs(logits, sampling)
+    if exclude is not None:
+        banned = torch.as_tensor(list(exclude), device=index.device)[:, None]
+        probs = probs.masked_fill(index == banned, 0.0)
     choice = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
     return index.gather(-1, choice).squeeze(-1)
 
@@ -120,57 +151,14 @@ class _FreeStop:
         self.eos = torch.as_tensor(list(eos_ids), dtype=torch.long)
         self.seen = torch.zeros(batch, dtype=torch.long)
 
-    def update(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens.cpu()
+    def update(self, rows: Sequence[int], tokens: Sequence[int]) -> list[bool]:
+        """Count ``tokens`` (one per row of ``rows``); which of those rows are done."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        tokens = torch.as_tensor(list(tokens), dtype=torch.long)
         in_vocab = tokens < self.semicolons.shape[0]
         counts = self.semicolons[tokens.clamp(max=self.semicolons.shape[0] - 1)] * in_vocab
-        self.seen += counts
-        return (self.seen >= self.horizon_steps) | torch.isin(tokens, self.eos)
-
-
-def repeat_rows(cache: Any, repeats: int) -> Any:
-    """``cache`` with each batch row repeated ``repeats`` times in place (repeat_interleave).
-
-    A transformers ``Cache`` (``DynamicCache`` in transformers 5) has
-    ``batch_repeat_interleave``, which repeats every layer's keys/values along dim 0. Other
-    opaque caches of injected :data:`LogitsFn` s may be tensors (batch first) or tuples/lists of
-    them; ``None`` and plain numbers (a step counter) carry no batch dimension.
-    """
-    if hasattr(cache, "batch_repeat_interleave"):
-        cache.batch_repeat_interleave(repeats)
-        return cache
-    if isinstance(cache, torch.Tensor):
-        return cache.repeat_interleave(repeats, dim=0)
-    if isinstance(cache, (tuple, list)):
-        return type(cache)(repeat_rows(item, repeats) for item in cache)
-    if cache is None or isinstance(cache, (int, float)):
-        return cache
-    raise TypeError(f"cannot repeat the rows of a {type(cache).__name__} cache")
-
-
-def concat_rows(caches: Sequence[Any]) -> Any:
-    """The caches of consecutive row chunks (equal widths) joined into one, batch first.
-
-    A transformers ``Cache`` keeps the first chunk's object (and with it each layer's type,
-    e.g. sliding-window layers) and concatenates every layer's keys and values along dim 0,
-    as its own ``batch_repeat_interleave`` rewrites them. Other opaque caches may be tensors
-    (batch first), tuples/lists of them, ``None`` or plain numbers (see :func:`repeat_rows`).
-    """
-    first = caches[0]
-    if len(caches) == 1:
-        return first
-    if hasattr(first, "layers"):
-        for i, layer in enumerate(first.layers):
-            layer.keys = torch.cat([c.layers[i].keys for c in caches], dim=0)
-            layer.values = torch.cat([c.layers[i].values for c in caches], dim=0)
-        return first
-    if isinstance(first, torch.Tensor):
-        return torch.cat(list(caches), dim=0)
-    if isinstance(first, (tuple, list)):
-        return type(first)(concat_rows(items) for items in zip(*caches, strict=True))
-    if first is None or isinstance(first, (int, float)):
-        return first
-    raise TypeError(f"cannot join the rows of {type(first).__name__} caches")
+        self.seen[index] += counts
+        return ((self.seen[index] >= self.horizon_steps) | torch.isin(tokens, self.eos)).tolist()
 
 
 def _prefill(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], pad_id: int, repeats: int,
@@ -202,7 +190,8 @@ class _GrammarRows:
     """Each row's grammar state; masks logits to the allowed tokens and finds forced tokens.
 
     Hand-written instead of :class:`LLMTimeLogitsProcessor` because rows advance by different
-    numbers of tokens per call under jump-forward, which a ``[B, T]`` processor input cannot hold.
+    numbers of tokens per call (jump-forward, drafts), which a ``[B, T]`` processor input
+    cannot hold.
     """
 
     def __init__(self, grammar: LLMTimeGrammar, batch: int) -> None:
@@ -210,14 +199,18 @@ class _GrammarRows:
         self.states = [grammar.start] * batch
         self._index: dict[Any, torch.Tensor] = {}
 
-    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+    def allowed_index(self, state: GrammarState, device: torch.device) -> torch.Tensor:
+        index = self._index.get(state)
+        if index is None:
+            index = self._index[state] = torch.tensor(self.grammar.allowed(state), device=device)
+        return index
+
+    def mask(self, logits: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """``logits`` [B, V] of ``rows`` (one per line) with disallowed tokens at -inf."""
         out = torch.full_like(logits, float("-inf"))  # [B, V]
-        for row, state in enumerate(self.states):
-            index = self._index.get(state)
-            if index is None:
-                index = torch.tensor(self.grammar.allowed(state), device=logits.device)
-                self._index[state] = index
-            out[row, index] = logits[row, index]
+        for slot, row in enumerate(rows):
+            index = self.allowed_index(self.states[row], logits.device)
+            out[slot, index] = logits[slot, index]
         return out
 
     def push(self, row: int, token: int, jump_forward: bool) -> list[int]:
@@ -229,6 +222,16 @@ class _GrammarRows:
             state = g.advance(state, tokens[-1])
         self.states[row] = state
         return tokens
+
+    def valid_prefix(self, row: int, tokens: Sequence[int]) -> list[int]:
+        """The longest prefix of ``tokens`` the grammar allows after ``row``'s state."""
+        g, state, kept = self.grammar, self.states[row], []
+        for token in tokens:
+            if g.is_done(state) or token not in g.allowed(state):
+                break
+            kept.append(int(token))
+            state = g.advance(state, token)
+        return kept
 
     def done(self, row: int) -> bool:
         return self.grammar.is_done(self.states[row])
@@ -274,7 +277,7 @@ class StopRule:
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """Everything about a decode but its prompts and random streams.
+    """Everything about a decode but its prompts, random streams and drafts.
 
     Attributes:
         stop: when rows finish (:class:`StopRule`).
@@ -283,6 +286,7 @@ class DecodeOptions:
         device: where the input tensors go (the model's device).
         jump_forward: feed grammar-forced tokens without a model call of their own.
         prefill_chunk: prefill at most this many prompts per model call (None: all at once).
+        max_draft_tokens: most draft tokens verified per row and call (with a ``drafter``).
     """
 
     stop: StopRule
@@ -291,17 +295,146 @@ class DecodeOptions:
     device: torch.device | str = "cpu"
     jump_forward: bool = True
     prefill_chunk: int | None = None
+    max_draft_tokens: int = 8
 
     def __post_init__(self) -> None:
         grammar = self.stop.grammar
         if grammar is not None and self.pad_id not in grammar.end_ids:
             raise ValueError(f"pad_id {self.pad_id} must be one of the grammar's end_ids")
+        if self.max_draft_tokens < 1:
+            raise ValueError(f"max_draft_tokens: must be >= 1, got {self.max_draft_tokens}")
+
+
+FIRST_DRAFT_TOKENS = 4  # a row's first draft length; then grown or shrunk by its acceptance
+
+
+class _Rows:
+    """Per-row state of a decode: tokens, finished flags, counts, draft lengths, and the batch
+    slots still computed (``active``: slot -> row; finished rows leave, see :func:`_compact`)."""
+
+    def __init__(self, batch: int, options: DecodeOptions, rules: _GrammarRows | None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None) -> None:
+        self.tokens: list[list[int]] = [[] for _ in range(batch)]
+        self.finished = [False] * batch
+        self.forwarded, self.drafted, self.accepted = [0] * batch, [0] * batch, [0] * batch
+        self.events: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
+        self.draft_len = [min(FIRST_DRAFT_TOKENS, options.max_draft_tokens)] * batch
+        self.exclude = [-1] * batch  # a rejected draft token, left out of the next draw
+        self.active = list(range(batch))
+        self.options, self.rules, self.generator = options, rules, generator
+
+    def stream(self, row: int) -> torch.Generator | None:
+        g = self.generator
+        return g[row] if isinstance(g, Sequence) else g
+
+    def adapt(self, row: int, drafted: int, kept: int) -> None:
+        """Next draft length: +2 after a fully accepted draft, else -1 (at least 1), as
+        transformers' assisted generation adapts its number of assistant tokens."""
+        self.drafted[row] += drafted
+        self.accepted[row] += kept
+        self.events[row].append((drafted, kept))
+        most = self.options.max_draft_tokens
+        self.draft_len[row] = (min(self.draft_len[row] + 2, most) if kept == drafted
+                               else max(1, self.draft_len[row] - 1))
+
+    def verify(self, logits: torch.Tensor, drafts: list[list[int]], mask: torch.Tensor,
+               positions: torch.Tensor, last_pos: torch.Tensor) -> torch.Tensor:
+        """Keep each row's longest draft prefix the model agrees with; return the next-token
+        logits [B, V] (after the last kept token). The rejected tokens' columns are masked in
+        ``mask`` and ``last_pos`` moves back to the last kept token, in place."""
+        rules, sampling = self.rules, self.options.sampling
+        out = logits[:, -1].clone()
+        for slot, row in enumerate(self.active):
+            draft = drafts[slot]
+            if not draft:
+                continue
+            base, kept = logits.shape[1] - 1 - len(draft), 0
+            for token in draft:
+                state = rules.states[row]
+                index = rules.allowed_index(state, logits.device)
+                if not _accepts(logits[slot, base + kept, index], index, token, sampling,
+                                self.stream(row)):
+                    break
+                rules.states[row] = rules.grammar.advance(state, token)
+                kept += 1
+            self.tokens[row] += draft[:kept]
+            self.adapt(row, len(draft), kept)
+            out[slot] = logits[slot, base + kept]
+            rejected = len(draft) - kept
+            if rejected:
+                mask[slot, mask.shape[1] - rejected:] = 0
+                last_pos[slot] = positions[slot, -1 - rejected]
+                self.exclude[row] = -1 if sampling.greedy else draft[kept]
+            self.finished[row] = (len(self.tokens[row]) >= self.options.stop.max_new_tokens
+                                  or rules.done(row))
+        return out
+
+
+def _accepts(logits: torch.Tensor, allowed: torch.Tensor, token: int, sampling: Sampling,
+             stream: torch.Generator | None) -> bool:
+    """Whether the model keeps the draft ``token`` given its logits ``[k]`` over the grammar's
+    ``allowed`` ids ``[k]``: greedy, iff it is the argmax; sampling, with probability p(token)
+    (speculative sampling with a deterministic draft: a rejection then draws from p without the
+    token, see :func:`next_tokens`' ``exclude``, so every token keeps its probability p)."""
+    logits = logits.float()
+    if sampling.greedy:
+        return int(allowed[logits.argmax()]) == token
+    index, probs = sampling_probs(logits[None], sampling)
+    p = float(probs[0][allowed[index[0]] == token].sum() / probs[0].sum())
+    return float(torch.rand((), generator=stream, device=probs.device)) < p
+
+
+def _compact(rows: _Rows, cache: Any, tensors: list[torch.Tensor]) -> tuple[Any, list]:
+    """Drop finished rows from the batch when they are a quarter of it or more (their cache
+    rows would be computed as padding until the slowest row ends)."""
+    alive = [slot for slot, row in enumerate(rows.active) if not rows.finished[row]]
+    if len(rows.active) - len(alive) < max(1, len(rows.active) // 4) or not _has_rows(cache):
+        return cache, tensors
+    index = torch.as_tensor(alive, device=tensors[0].device)
+    rows.active = [rows.active[slot] for slot in alive]
+    return select_rows(cache, index), [t[index] for t in tensors]
+
+
+PADDING_SLACK = 1.5  # a decode call computes at most this many columns per real token fed
+
+
+def _fit_width(chunks: list[list[int]], drafts: list[list[int]]) -> list[list[int]]:
+    """Drafts cut so that the call's width (every row is padded to the widest) computes at
+    most :data:`PADDING_SLACK` columns per real token: on a CPU, padding costs what tokens do,
+    and one row with a long draft would make every row pay for it. The widest width that
+    keeps ``rows x width <= slack x real tokens`` is kept (never below the longest chunk)."""
+    wanted = [len(c) + len(d) for c, d in zip(chunks, drafts, strict=True)]
+    if not any(drafts):
+        return drafts
+    floor = max(max(map(len, chunks)), 1)
+    width = max(wanted)
+    while width > floor and len(wanted) * width > PADDING_SLACK * sum(min(w, width)
+                                                                      for w in wanted):
+        width -= 1
+    return [d[: max(0, width - len(c))] for c, d in zip(chunks, drafts, strict=True)]
+
+
+def _has_rows(cache: Any) -> bool:
+    """Whether every part of the cache is batch-first (an injected call may keep a plain step
+    counter, whose rows live elsewhere: its batch must then keep its shape)."""
+    if isinstance(cache, (tuple, list)):
+        return all(_has_rows(item) for item in cache)
+    return hasattr(cache, "layers") or isinstance(cache, torch.Tensor)
+
+
+def _trim_rejected(cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Drop the trailing cache columns no row uses (rejected drafts at every row's end)."""
+    used = mask.any(dim=0).nonzero()
+    width = int(used[-1]) + 1 if len(used) else mask.shape[1]
+    if width == mask.shape[1] or not crop_columns(cache, width, mask.shape[1]):
+        return cache, mask
+    return cache, mask[:, :width]
 
 
 @torch.no_grad()
 def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], options: DecodeOptions, *,
            generator: torch.Generator | Sequence[torch.Generator] | None = None,
-           repeats: int = 1) -> DecodeResult:
+           repeats: int = 1, drafter: Drafter | None = None) -> DecodeResult:
     """Generate ``repeats`` continuations of each prompt: one prefill, a KV-cached token loop.
 
     Jump-forward: a token the grammar forces (the only allowed one: a separator after the last
@@ -310,54 +443,88 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], options: Decod
     before it. The same tokens pass through the model (same FLOPs), in fewer calls; greedy
     tokens are the same, and so is the sampling distribution (a forced token has probability 1).
 
+    Draft-and-verify (``drafter``, grammar only): each call also feeds a row's draft (up to
+    its draft length of tokens the grammar allows) and returns logits at every draft position
+    (``logits_fn(..., keep=n)``); the row keeps the longest draft prefix the model agrees with
+    (:func:`_accepts`), its cache columns after that are masked out (and cropped once no row
+    holds any), and the model's own token at the first disagreement is drawn from the logits
+    already computed, in the next call. Greedy tokens are those of plain decoding; sampled
+    ones follow the same distribution. A row's draft length grows by 2 after a fully accepted
+    draft and shrinks by 1 otherwise (:meth:`_Rows.adapt`); rows that finish leave the batch
+    (:func:`_compact`).
+
     Args:
         logits_fn: the model call (see :data:`LogitsFn`).
         prompts: token ids per row (unpadded; rows may differ in length).
-        options: the stop rule, padding, sampling, device, jump-forward and prefill chunk
-            (:class:`DecodeOptions`).
+        options: the stop rule, padding, sampling, device, jump-forward, prefill chunk and
+            draft bound (:class:`DecodeOptions`).
         generator: random source for sampling (seed it for determinism), or one per row
             (``len(prompts) * repeats``, in row order).
         repeats: rows per prompt (samples), adjacent in the output; the prompt is prefilled
             once and its KV cache shared (copied) by its rows.
+        drafter: proposes each row's next tokens (None: plain decoding).
 
     Returns:
         A :class:`DecodeResult` over ``len(prompts) * repeats`` rows.
     """
-    stop, pad_id, device, jump_forward = (options.stop, options.pad_id, options.device,
-                                          options.jump_forward)
-    grammar, max_new_tokens = stop.grammar, stop.max_new_tokens
+    stop, pad_id, sampling = options.stop, options.pad_id, options.sampling
+    grammar, cap = stop.grammar, stop.max_new_tokens
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats}")
-    logits, cache, mask, last_pos = _prefill(logits_fn, prompts, pad_id, repeats, device,
-                                             options.prefill_chunk)
+    if drafter is not None and grammar is None:
+        raise ValueError("drafts need the grammar (constrained decoding)")
+    logits, cache, mask, last_pos = _prefill(logits_fn, prompts, pad_id, repeats,
+                                             options.device, options.prefill_chunk)
     batch, width = mask.shape
     rules = _GrammarRows(grammar, batch) if grammar else None
     free = None if grammar else _FreeStop(stop.semicolons, stop.horizon_steps, stop.eos_ids,
                                           batch)
-    rows: list[list[int]] = [[] for _ in range(batch)]
-    finished = [False] * batch
+    rows = _Rows(batch, options, rules, generator)
     calls = 0
     while True:
-        token = next_tokens(rules.mask(logits) if rules else logits, options.sampling,
-                            generator).tolist()
-        chunks = [[] if finished[r] else
-                  (rules.push(r, token[r], jump_forward) if rules else [token[r]])
-                  for r in range(batch)]
-        stopped = free.update(torch.as_tensor([c[0] if c else pad_id for c in chunks])) \
-            if free else None
-        for r, chunk in enumerate(chunks):
-            chunks[r] = chunk[: max_new_tokens - len(rows[r])]
-            rows[r] += chunks[r]
-            finished[r] = finished[r] or len(rows[r]) >= max_new_tokens or bool(
-                rules.done(r) if rules else stopped[r])
-        if all(finished):
+        active = rows.active
+        streams = ([rows.stream(r) for r in active] if isinstance(generator, Sequence)
+                   else generator)
+        excluded = [rows.exclude[r] for r in active]
+        token = next_tokens(rules.mask(logits, active) if rules else logits, sampling, streams,
+                            excluded if max(excluded, default=-1) >= 0 else None).tolist()
+        rows.exclude = [-1] * batch
+        chunks = [[] if rows.finished[r] else
+                  (rules.push(r, token[slot], options.jump_forward) if rules else [token[slot]])
+                  for slot, r in enumerate(active)]
+        stopped = free.update(active, [c[0] if c else pad_id for c in chunks]) if free else None
+        for slot, r in enumerate(active):
+            chunks[slot] = chunks[slot][: cap - len(rows.tokens[r])]
+            rows.tokens[r] += chunks[slot]
+            rows.finished[r] = rows.finished[r] or len(rows.tokens[r]) >= cap or bool(
+                rules.done(r) if rules else stopped[slot])
+        if all(rows.finished):
             break
-        ids, new_mask, positions = _step_inputs(chunks, pad_id, last_pos, device)
+        chunk_of = dict(zip(active, chunks, strict=True))
+        cache, (mask, last_pos) = _compact(rows, cache, [mask, last_pos])
+        chunks = [[] if rows.finished[r] else chunk_of[r] for r in rows.active]
+        drafts = [rules.valid_prefix(r, drafter.propose(
+            r, rows.tokens[r], min(rows.draft_len[r], cap - len(rows.tokens[r]))))
+            if drafter is not None and not rows.finished[r] else [] for r in rows.active]
+        drafts = _fit_width(chunks, drafts)
+        feed = [c + d for c, d in zip(chunks, drafts, strict=True)]
+        ids, new_mask, positions = _step_inputs(feed, pad_id, last_pos, options.device)
         mask = torch.cat([mask, new_mask], dim=1)
-        last_pos = positions[:, -1]
-        logits, cache = logits_fn(ids, mask, positions, cache)
+        keep = 1 + max(map(len, drafts))
+        if keep == 1:
+            logits, cache = logits_fn(ids, mask, positions, cache)
+        else:
+            logits, cache = logits_fn(ids, mask, positions, cache, keep=keep)  # [B, keep, V]
         calls += 1
-    return DecodeResult(tokens=rows, prompt_tokens=[len(p) for p in prompts for _ in
-                                                    range(repeats)],
-                        generated_tokens=[len(r) for r in rows], prompt_width=width,
-                        decode_steps=calls, prefill_rows=len(prompts))
+        for slot, r in enumerate(rows.active):
+            rows.forwarded[r] += len(feed[slot])
+        last_pos = positions[:, -1].clone()
+        if keep > 1:
+            logits = rows.verify(logits, drafts, mask, positions, last_pos)
+            cache, mask = _trim_rejected(cache, mask)
+    return DecodeResult(tokens=rows.tokens, prompt_tokens=[len(p) for p in prompts
+                                                           for _ in range(repeats)],
+                        generated_tokens=[len(t) for t in rows.tokens], prompt_width=width,
+                        decode_steps=calls, prefill_rows=len(prompts),
+                        forwarded_tokens=rows.forwarded, drafted_tokens=rows.drafted,
+                        accepted_tokens=rows.accepted, draft_events=rows.events)

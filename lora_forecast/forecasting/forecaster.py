@@ -34,6 +34,7 @@ from lora_forecast.forecasting.decoding import (
     StopRule,
     decode,
 )
+from lora_forecast.forecasting.drafts import ValueDrafter, draft_forecasts
 from lora_forecast.forecasting.rows import free_memory_bytes, row_memory, systems_per_batch
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.llmtime.grammar import LLMTimeGrammar
@@ -71,6 +72,11 @@ class ForecastOptions:
         compile: run the model calls under ``torch.compile`` (eager if it cannot work here).
         prefill_tokens: most prompt tokens (padding included) per prefill call: a batch's
             prompts are prefilled in chunks of that many, at least one prompt (None: at once).
+        draft: the baseline (:data:`~lora_forecast.evaluation.baselines.BASELINES`) whose
+            forecasts are drafted and verified (:mod:`lora_forecast.forecasting.drafts`);
+            ``"none"``: plain decoding; None: :func:`resolved_draft` for the model's device.
+            Under the grammar only.
+        draft_tokens: most draft tokens per row and decode call.
     """
 
     horizon_steps: int
@@ -85,10 +91,14 @@ class ForecastOptions:
     jump_forward: bool | None = None
     compile: bool = False
     prefill_tokens: int | None = PREFILL_TOKENS
+    draft: str | None = None
+    draft_tokens: int = 8
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1 or None, got {self.batch_size}")
+        if self.draft not in (None, "none") and not self.constrained:
+            raise ValueError("draft: drafts need constrained decoding (eval.constrained=true)")
 
     @classmethod
     def from_eval(cls, ev: EvalConfig, **overrides: Any) -> ForecastOptions:
@@ -120,7 +130,9 @@ class Forecast:
     ``prompt_tokens`` [S] and ``generated_tokens`` [S, N] count real (unpadded) tokens, the
     EOS of free decoding included: each system's prompt is prefilled once (yielding every
     sample's first token), then each sample decodes the rest; ``batches`` the padded compute
-    per batch.
+    per batch. ``forwarded_tokens`` [S, N] counts the tokens each sample's decode calls fed
+    (rejected draft tokens included), ``drafted_tokens``/``accepted_tokens`` [S, N] the draft
+    tokens verified and kept.
     """
 
     point: np.ndarray
@@ -132,6 +144,26 @@ class Forecast:
     prompt_tokens: np.ndarray
     generated_tokens: np.ndarray
     batches: list[DecodeBatch]
+    forwarded_tokens: np.ndarray | None = None
+    drafted_tokens: np.ndarray | None = None
+    accepted_tokens: np.ndarray | None = None
+    draft_events: list[list[tuple[int, int]]] | None = None  # per (system, sample), in order
+
+    @property
+    def computed_tokens(self) -> np.ndarray:
+        """``[S, N]`` positions whose next-token logits each sample computed: the last prompt
+        position (its first token) plus every token its decode calls fed, rejected drafts
+        included; 0 for a sample that generated nothing. What the meter charges
+        (``count("inference", prompt, new_tokens=computed)``)."""
+        if self.forwarded_tokens is None:  # built by hand, not by forecast(): as generated
+            return self.generated_tokens
+        return np.where(self.generated_tokens > 0, self.forwarded_tokens + 1, 0)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Draft tokens the model kept, over those it verified (NaN without drafts)."""
+        drafted = int(self.drafted_tokens.sum()) if self.drafted_tokens is not None else 0
+        return float(self.accepted_tokens.sum()) / drafted if drafted else float("nan")
 
     @property
     def decode_calls(self) -> int:
@@ -154,6 +186,15 @@ def max_new_tokens(grammar: LLMTimeGrammar, constrained: bool) -> int:
     (the EOS that ends free text) when decoding is unconstrained. The FLOPs prediction bounds
     forecasts with this same cap (``lora_forecast.planning.run_shape``)."""
     return grammar.max_length if constrained else grammar.max_length + 1
+
+
+def computed_tokens_bound(max_new: int, draft_tokens: int | None) -> int:
+    """Most positions one sample computes logits for (:attr:`Forecast.computed_tokens`),
+    given its cap on generated tokens: ``max_new`` in plain decoding; with drafts of at most
+    ``draft_tokens`` tokens, every decode call that feeds the row (at most one per generated
+    token) may also carry that many rejected draft tokens, so ``max_new * (1 + draft_tokens)
+    + 1``. The FLOPs prediction reserves this bound; the meter charges what was computed."""
+    return max_new if draft_tokens is None else max_new * (1 + draft_tokens) + 1
 
 
 def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
@@ -193,10 +234,16 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
             StopRule(cap, semicolons=_separator_counts(fmt), horizon_steps=horizon_steps,
                      eos_ids=(eos, pad)))
     tokens: dict[tuple[int, int], list[int]] = {}
+    counts: dict[tuple[int, int], tuple[int, int, int]] = {}  # forwarded, drafted, accepted
+    events: dict[tuple[int, int], list[tuple[int, int]]] = {}
     batches: list[DecodeBatch] = []
     width = max(map(len, prompts))
     prefill_chunk = n_sys if o.prefill_tokens is None else max(1, o.prefill_tokens // width)
-    options = DecodeOptions(stop, pad, sampling, device, jump_forward, prefill_chunk)
+    options = DecodeOptions(stop, pad, sampling, device, jump_forward, prefill_chunk,
+                            o.draft_tokens)
+    signed = grammar.minus is not None
+    draft = resolved_draft(o.draft, o.constrained, device.type == "cuda")
+    drafts = None if draft == "none" else draft_forecasts(draft, series, horizon_steps, signed)
     per_batch = (batch_systems(model, width, cap, num_samples, n_sys, prefill_chunk)
                  if o.batch_size is None else max(1, o.batch_size // num_samples))
     system_batches = [range(i, min(i + per_batch, n_sys)) for i in range(0, n_sys, per_batch)]
@@ -205,9 +252,15 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
             jobs = [(s, n) for s in systems for n in range(num_samples)]  # system-major rows
             streams = None if sampling.greedy else [row_stream(o.seed, s, n, device)
                                                     for s, n in jobs]
+            drafter = None if drafts is None else ValueDrafter(
+                fmt, [drafts[s] for s, _ in jobs], signed)
             result: DecodeResult = decode(logits_fn, [prompts[s] for s in systems], options,
-                                          repeats=num_samples, generator=streams)
+                                          repeats=num_samples, generator=streams,
+                                          drafter=drafter)
             tokens.update(zip(jobs, result.tokens, strict=True))
+            counts.update(zip(jobs, zip(result.forwarded_tokens, result.drafted_tokens,
+                                        result.accepted_tokens, strict=True), strict=True))
+            events.update(zip(jobs, result.draft_events, strict=True))
             batches.append(DecodeBatch(len(jobs), result.prompt_width, result.decode_steps,
                                        result.prefill_rows))
 
@@ -219,7 +272,31 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
                     texts=texts, prompt_tokens=np.array([len(p) for p in prompts]),
                     generated_tokens=np.array([[len(tokens[s, n]) for n in range(num_samples)]
                                                for s in range(n_sys)]),
-                    batches=batches)
+                    batches=batches, forwarded_tokens=_per_sample(counts, 0, n_sys, num_samples),
+                    drafted_tokens=_per_sample(counts, 1, n_sys, num_samples),
+                    accepted_tokens=_per_sample(counts, 2, n_sys, num_samples),
+                    draft_events=[events[s, n] for s in range(n_sys) for n in range(num_samples)])
+
+
+def _per_sample(counts: dict[tuple[int, int], tuple[int, ...]], field_index: int, n_sys: int,
+                num_samples: int) -> np.ndarray:
+    """``[S, N]`` of one field of the per-(system, sample) decode counts."""
+    return np.array([[counts[s, n][field_index] for n in range(num_samples)]
+                     for s in range(n_sys)])
+
+
+DEFAULT_DRAFT = "persistence"  # the draft ``eval.draft=null`` picks where drafts pay
+
+
+def resolved_draft(draft: str | None, constrained: bool, cuda: bool) -> str:
+    """``eval.draft``, with None resolved where it pays: :data:`DEFAULT_DRAFT` on CUDA, where a
+    decode call is latency-bound and verifying a few tokens per row costs about what one does;
+    ``"none"`` on a CPU, where a call's matmuls cost per column (README, Performance: drafts
+    pay there for a few rows of a big model, not for a batch of many) and without the grammar.
+    """
+    if draft is not None:
+        return draft
+    return DEFAULT_DRAFT if cuda and constrained else "none"
 
 
 def default_jump_forward(device: torch.device) -> bool:

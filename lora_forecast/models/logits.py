@@ -18,7 +18,8 @@ from packaging.version import Version
 __all__ = ["CACHE_ARG", "LogitsFn", "full_head_logits_fn"]
 
 # (input_ids [B, T], attention_mask [B, T_past + T], position_ids [B, T], cache | None)
-#   -> (logits of the last position [B, V], the cache for the next call)
+#   -> (logits of the last position [B, V], the cache for the next call); draft-and-verify
+#   decoding also passes ``keep=n`` (n > 1) and reads the last n positions' logits [B, n, V]
 LogitsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
 # transformers 5.24 renamed the KV-cache argument and output field ``past_key_values`` to
@@ -32,12 +33,13 @@ def full_head_logits_fn(model: torch.nn.Module) -> LogitsFn:
     """The default :data:`LogitsFn`: a causal LM's full vocabulary head, KV-cached.
 
     A ``None`` cache on the prefill lets the model create its ``DynamicCache``;
-    ``logits_to_keep=1`` computes the head for the last position only.
+    ``logits_to_keep`` computes the head for the last ``keep`` positions only.
     """
 
-    def logits_fn(input_ids, attention_mask, position_ids, cache):
+    def logits_fn(input_ids, attention_mask, position_ids, cache, keep: int = 1):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=True, logits_to_keep=1, **{CACHE_ARG: cache})
-        return out.logits[:, -1, :], getattr(out, CACHE_ARG)
+                    use_cache=True, logits_to_keep=keep, **{CACHE_ARG: cache})
+        logits = out.logits[:, -1, :] if keep == 1 else out.logits[:, -keep:, :]
+        return logits, getattr(out, CACHE_ARG)
 
     return logits_fn

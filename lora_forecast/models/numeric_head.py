@@ -188,7 +188,8 @@ def loss_fn_for(head: str, allowed_ids: Sequence[int]) -> HeadLoss:
 
 
 def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
-    """A decoding :data:`LogitsFn` that scores only ``allowed_ids`` at the last position.
+    """A decoding :data:`LogitsFn` that scores only ``allowed_ids`` at the last ``keep``
+    positions.
 
     The backbone runs with ``use_cache=True`` on the given cache and explicit position ids; the
     last position's K logits are scattered into a [B, V_full] row filled with ``-inf`` (one
@@ -205,6 +206,7 @@ def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
         cache: Any,
+        keep: int = 1,
     ) -> tuple[torch.Tensor, Any]:
         out = backbone(
             input_ids=input_ids,
@@ -213,10 +215,11 @@ def numeric_logits_fn(model: nn.Module, allowed_ids: Sequence[int]) -> LogitsFn:
             use_cache=True,
             **{CACHE_ARG: cache},
         )
-        last = out.last_hidden_state[:, -1]  # (B, D)
-        small = allowed_logits(last, head, allowed, softcap)  # (B, K)
-        full = small.new_full((small.shape[0], head.out_features), float("-inf"))  # (B, V)
-        full[:, allowed] = small
+        hidden = out.last_hidden_state
+        last = hidden[:, -1] if keep == 1 else hidden[:, -keep:]  # (B, D) or (B, keep, D)
+        small = allowed_logits(last, head, allowed, softcap)  # (B, [keep,] K)
+        full = small.new_full((*small.shape[:-1], head.out_features), float("-inf"))
+        full[..., allowed] = small  # (B, [keep,] V)
         return full, getattr(out, CACHE_ARG)
 
     return logits_fn
