@@ -77,30 +77,49 @@ def trained_run(steps: int, cache: Path = CACHE) -> Path:
     return run_dir
 
 
-def trained_forecasts(run_dir: Path, n: int, draft: str, horizon: int) -> dict[str, Any]:
-    """Plain and drafted greedy forecasts of the run's first ``n`` test systems, timed."""
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """The trained run's settings, model, format, scaling and test contexts, loaded once."""
+
+    settings: Any
+    model: torch.nn.Module
+    fmt: LLMTimeFormat
+    scale_of: Any
+    contexts: np.ndarray
+
+
+def load_trained(run_dir: Path, horizon: int) -> Trained:
+    """The run's model with the format and scaling it was trained with, and the contexts of
+    its test systems long enough for ``horizon`` steps after ``eval.context_steps``."""
     from lora_forecast.data.prepare import prepare_data
     from lora_forecast.evaluation.protocol import cut_series_windows
-    from lora_forecast.forecasting.scaled import forecast_scaled
     from lora_forecast.models.tokenizer import load_tokenizer
     from lora_forecast.run_folder import load_run_model, run_config, settings_from
 
     settings = settings_from(run_config(run_dir))
-    model = load_run_model(settings, run_dir).eval()
     data = prepare_data(settings.data)
     fmt = LLMTimeFormat.for_tokenizer(data.codec, load_tokenizer(settings.model),
                                       signed=data.scaling.signed)
     window = cut_series_windows(data.series.subset(data.split.test),
                                 settings.eval.context_steps, horizon, None)
-    if len(window.ids) < n:
-        raise SystemExit(f"--systems: the trained run has {len(window.ids)} test systems")
+    return Trained(settings, load_run_model(settings, run_dir).eval(), fmt, data.scale_of,
+                   window.contexts)
+
+
+def trained_forecasts(trained: Trained, n: int, draft: str, horizon: int) -> dict[str, Any]:
+    """Plain and drafted greedy forecasts of the run's first ``n`` test systems, timed."""
+    from lora_forecast.forecasting.scaled import forecast_scaled
+
+    settings, model = trained.settings, trained.model
+    if len(trained.contexts) < n:
+        raise SystemExit(f"--systems: the trained run has {len(trained.contexts)} test systems")
     runs = {}
     for name in ("none", draft):
         ev = dataclasses.replace(settings.eval, draft=name, batch_size=None,
                                  horizon_steps=horizon)
         with timer(model.device) as elapsed, torch.inference_mode():
-            fc = forecast_scaled(dataclasses.replace(settings, eval=ev), model, fmt,
-                                 data.scale_of, window.contexts[:n], progress=False,
+            fc = forecast_scaled(dataclasses.replace(settings, eval=ev), model, trained.fmt,
+                                 trained.scale_of, trained.contexts[:n], progress=False,
                                  n_samples=1)
         runs[name] = (fc, elapsed[0])
     (plain, plain_s), (drafted, drafted_s) = runs["none"], runs[draft]
@@ -219,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = _parse(argv)
     torch.manual_seed(0)
     run_dir = trained_run(opts["train_steps"], opts["cache"])
-    small = {n: trained_forecasts(run_dir, n, opts["draft"], opts["horizon"])
+    trained = load_trained(run_dir, opts["horizon"])
+    small = {n: trained_forecasts(trained, n, opts["draft"], opts["horizon"])
              for n in opts["systems"]}
     print(f"1. measured: the smoke model trained {opts['train_steps']} steps ({run_dir}), "
           f"draft={opts['draft']}, horizon {opts['horizon']} steps, greedy")

@@ -11,14 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.forecasting.decoding import Sampling
 from lora_forecast.forecasting.drafts import ValueDrafter
 from lora_forecast.forecasting.forecaster import computed_tokens_bound, max_new_tokens
-from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat, LLMTimeGrammar
+from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
 from lora_forecast.models.build import build_model
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.planning import forecast_cost
@@ -26,12 +25,13 @@ from tests.conftest import decode_with, forecast_with
 from tests.test_jump_forward import (
     COMMA,
     DOT,
+    GRAMMAR,
     ONE,
+    PROMPT,
     SEMI,
-    TABLE,
     VOCAB,
     ZERO,
-    exact_distribution,
+    assert_follows_the_exact_distribution,
     preference,
 )
 
@@ -103,22 +103,12 @@ class FixedDrafter:
 
 @pytest.mark.parametrize("jump_forward", [False, True])
 def test_sampled_drafted_forecasts_keep_the_models_distribution(jump_forward):
-    grammar = LLMTimeGrammar(n_vars=2, decimals=1, horizon_steps=1, max_int_digits=1,
-                             tokens=TABLE)
-    prompt = [ONE, DOT, ZERO, COMMA, ZERO, DOT, ONE, SEMI]
-    n = 4000
     drafter = FixedDrafter([ONE, DOT, ZERO, COMMA, ONE, DOT, ONE])
-    result = decode_with(keep_logits_fn, [prompt], pad_id=0, max_new_tokens=grammar.max_length,
-                         grammar=grammar, sampling=Sampling(greedy=False), repeats=n,
+    result = decode_with(keep_logits_fn, [PROMPT], pad_id=0, max_new_tokens=GRAMMAR.max_length,
+                         grammar=GRAMMAR, sampling=Sampling(greedy=False), repeats=4000,
                          generator=torch.Generator().manual_seed(0), jump_forward=jump_forward,
                          drafter=drafter)
-    exact = exact_distribution(prompt, grammar)
-    counts = dict.fromkeys(exact, 0)
-    for tokens in result.tokens:
-        counts[tuple(tokens)] += 1  # KeyError: a sequence outside the grammar
-    observed = np.array([counts[s] for s in exact])
-    expected = np.array([exact[s] for s in exact]) * n
-    assert chisquare(observed, expected).pvalue > 1e-3
+    assert_follows_the_exact_distribution(result.tokens)
     drafted, accepted = sum(result.drafted_tokens), sum(result.accepted_tokens)
     assert 0 < accepted < drafted  # both the accept and the residual draw were exercised
 

@@ -74,23 +74,29 @@ def exact_distribution(prompt: list[int], grammar: LLMTimeGrammar) -> dict[tuple
     return out
 
 
-@pytest.mark.parametrize("jump_forward", [True, False])
-def test_sampling_distribution_is_unchanged(jump_forward):
-    grammar = LLMTimeGrammar(n_vars=2, decimals=1, horizon_steps=1, max_int_digits=1,
-                             tokens=TABLE)
-    prompt = [ONE, DOT, ZERO, COMMA, ZERO, DOT, ONE, SEMI]
-    n = 4000
-    result = decode_with(fake_logits_fn, [prompt], pad_id=0, max_new_tokens=grammar.max_length,
-                    grammar=grammar, sampling=Sampling(greedy=False), repeats=n,
-                    generator=torch.Generator().manual_seed(0), jump_forward=jump_forward)
-    exact = exact_distribution(prompt, grammar)
-    counts = {seq: 0 for seq in exact}
-    for tokens in result.tokens:
+# The sampling tests' forecast: one step of two numbers "d.d" after this prompt
+GRAMMAR = LLMTimeGrammar(n_vars=2, decimals=1, horizon_steps=1, max_int_digits=1, tokens=TABLE)
+PROMPT = [ONE, DOT, ZERO, COMMA, ZERO, DOT, ONE, SEMI]
+
+
+def assert_follows_the_exact_distribution(rows: list[list[int]]) -> None:
+    """The sequences sampled after :data:`PROMPT` against :func:`exact_distribution`."""
+    exact = exact_distribution(PROMPT, GRAMMAR)
+    counts = dict.fromkeys(exact, 0)
+    for tokens in rows:
         counts[tuple(tokens)] += 1  # KeyError: a sequence outside the grammar
     observed = np.array([counts[s] for s in exact])
-    expected = np.array([exact[s] for s in exact]) * n
-    assert expected.sum() == pytest.approx(n)
+    expected = np.array([exact[s] for s in exact]) * len(rows)
+    assert expected.sum() == pytest.approx(len(rows))
     assert chisquare(observed, expected).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("jump_forward", [True, False])
+def test_sampling_distribution_is_unchanged(jump_forward):
+    result = decode_with(fake_logits_fn, [PROMPT], pad_id=0, max_new_tokens=GRAMMAR.max_length,
+                         grammar=GRAMMAR, sampling=Sampling(greedy=False), repeats=4000,
+                         generator=torch.Generator().manual_seed(0), jump_forward=jump_forward)
+    assert_follows_the_exact_distribution(result.tokens)
     # "d.d,d.d": 4 chosen digits -> 3 calls; without jump-forward, 7 tokens -> 6 calls
     assert result.decode_steps == (3 if jump_forward else 6)
 

@@ -93,10 +93,7 @@ class ValueDrafter:
     def _number(self, value: float, width: int) -> list[int]:
         """``value``'s tokens, its integer part zero-padded to ``width`` digits as the model
         wrote the number it is anchored on (a model that writes "07.25" keeps doing so)."""
-        text = self.fmt.codec.encode(np.array([[value]]))
-        sign, body = ("-", text[1:]) if text.startswith("-") else ("", text)
-        whole, point, fraction = body.partition(".")
-        return self.fmt.tokens.encode(sign + whole.zfill(width) + point + fraction)
+        return self.fmt.tokens.encode(self.fmt.codec.encode_number(value, width))
 
 
 class _Written:
@@ -115,7 +112,7 @@ class _Written:
             if generated[i] in separators:
                 text = fmt.decode_ids(list(generated[self.number_start:i]))
                 self.values.append(float(fmt.codec.decode(text, 1)[0, 0]))
-                self.widths.append(len(text.lstrip("-").partition(".")[0]))
+                self.widths.append(fmt.codec.integer_digits(text))
                 self.number_start = i + 1
         self.scanned = len(generated)
         return self

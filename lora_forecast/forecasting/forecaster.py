@@ -144,10 +144,10 @@ class Forecast:
     prompt_tokens: np.ndarray
     generated_tokens: np.ndarray
     batches: list[DecodeBatch]
-    forwarded_tokens: np.ndarray | None = None
-    drafted_tokens: np.ndarray | None = None
-    accepted_tokens: np.ndarray | None = None
-    draft_events: list[list[tuple[int, int]]] | None = None  # per (system, sample), in order
+    forwarded_tokens: np.ndarray
+    drafted_tokens: np.ndarray
+    accepted_tokens: np.ndarray
+    draft_events: list[list[tuple[int, int]]]  # per (system, sample), in order
 
     @property
     def computed_tokens(self) -> np.ndarray:
@@ -155,14 +155,12 @@ class Forecast:
         position (its first token) plus every token its decode calls fed, rejected drafts
         included; 0 for a sample that generated nothing. What the meter charges
         (``count("inference", prompt, new_tokens=computed)``)."""
-        if self.forwarded_tokens is None:  # built by hand, not by forecast(): as generated
-            return self.generated_tokens
         return np.where(self.generated_tokens > 0, self.forwarded_tokens + 1, 0)
 
     @property
     def acceptance_rate(self) -> float:
         """Draft tokens the model kept, over those it verified (NaN without drafts)."""
-        drafted = int(self.drafted_tokens.sum()) if self.drafted_tokens is not None else 0
+        drafted = int(self.drafted_tokens.sum())
         return float(self.accepted_tokens.sum()) / drafted if drafted else float("nan")
 
     @property

@@ -104,6 +104,29 @@ class LLMTimeCodec:
         fmt = f"{{:.{self.written_decimals}f}}".format
         return STEP_SEP.join(VARIABLE_SEP.join(map(fmt, row)) for row in scaled.tolist())
 
+    def encode_number(self, value: float, int_digits: int = 1) -> str:
+        """One value as written, its integer part zero-padded to ``int_digits`` digits, as a
+        model that pads its integers writes it.
+
+        Example:
+            >>> LLMTimeCodec(alpha=1.0).encode_number(-7.25, int_digits=2)
+            '-07.25'
+        """
+        text = self.encode(np.array([[value]]))
+        sign = MINUS if text.startswith(MINUS) else ""
+        whole, point, fraction = text.removeprefix(MINUS).partition(POINT)
+        return sign + whole.zfill(int_digits) + point + fraction
+
+    @staticmethod
+    def integer_digits(number: str) -> int:
+        """Digits one written number has before its point (all of them without one).
+
+        Example:
+            >>> LLMTimeCodec.integer_digits("-07.25")
+            2
+        """
+        return len(number.removeprefix(MINUS).partition(POINT)[0])
+
     def decode(self, text: str, n_vars: int) -> np.ndarray:
         """LLMTIME text -> array [T, n_vars], multiplied back by alpha.
 
