@@ -165,12 +165,14 @@ def predict_forecast_flops(settings: Settings, contexts: Sequence[np.ndarray],
     from lora_forecast.forecasting.forecaster import computed_tokens_bound
     from lora_forecast.planning import (
         CostPrediction,
+        check_draft,
         draft_tokens,
         flops_counter,
         forecast_cost,
         token_format,
     )
 
+    check_draft(settings.eval)  # before anything is reserved, as the planner does for runs
     n_vars = contexts[0].shape[1]
     per_step = token_format(settings).max_tokens_per_step(n_vars, settings.eval.max_int_digits)
     sample = computed_tokens_bound(horizon * per_step - 1, draft_tokens(settings.eval))

@@ -215,3 +215,23 @@ def test_a_drafted_run_scores_the_same_and_spends_what_it_computed(compose_cfg, 
     assert spent["none"] < spent["persistence"] <= bound["persistence"]
     assert bound["none"] < bound["persistence"]
     assert spent["none"] <= bound["none"]
+
+
+@pytest.mark.parametrize("n_vars", [1, 5])
+def test_drafts_on_signed_ragged_series_of_1_and_5_variables(model, n_vars):
+    """Values below zero (a signed alphabet: drafts may write '-'), series of different
+    lengths: greedy drafted forecasts are still the plain ones."""
+    from lora_forecast.models.numeric_head import logits_fn_for
+
+    fmt = LLMTimeFormat.for_tokenizer(LLMTimeCodec(alpha=1.0), qwen_tokenizer(), signed=True)
+    rng = np.random.default_rng(n_vars)
+    contexts = [np.cumsum(rng.normal(0, 0.4, size=(t, n_vars)), axis=0) - 1.0
+                for t in (6, 11, 8)]
+    assert min(c.min() for c in contexts) < 0
+    logits_fn = logits_fn_for("numeric", model, fmt.head_ids(include_eos=True))
+    runs = {draft: forecast_with(model, fmt, contexts, horizon_steps=3, max_int_digits=2,
+                                 draft=draft, logits_fn=logits_fn)
+            for draft in ("none", "linear_ar")}
+    assert runs["linear_ar"].texts == runs["none"].texts
+    assert runs["linear_ar"].drafted_tokens.sum() > 0
+    assert runs["none"].parsed.all()

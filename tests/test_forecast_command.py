@@ -267,6 +267,8 @@ BAD_INPUTS = [
      "series a, time 1, variable 'var0': value -1.5 is negative, but run"),
     ("inf", "series_id,time,var0,var1\na,0,1,2\na,1,1,inf\n", (),
      "row 2: series a, time 1, column 'var1': value inf is not finite"),
+    ("draft", "series_id,time,var0,var1\na,0,1,2\na,1,1,2\n", ("eval.draft=nope",),
+     "eval.draft: unknown baseline 'nope'"),
 ]
 
 
