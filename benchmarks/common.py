@@ -50,7 +50,7 @@ def tokens_per_step(fmt: LLMTimeFormat, systems: int = 10, steps: int = 50) -> f
 
 
 def model_configs(layers: int, rank: int, lm_head_bias: bool = False,
-                  attn: str = "sdpa") -> tuple[ModelConfig, LoraConfig]:
+                  attn: str = "auto") -> tuple[ModelConfig, LoraConfig]:
     """Random-init full-width Qwen2.5-0.5B shape with ``layers`` layers; LoRA ``rank`` on q/v."""
     model_cfg = ModelConfig(kind="tiny", num_layers=layers, lm_head_bias=lm_head_bias,
                             attn_implementation=attn, **QWEN_0_5B)

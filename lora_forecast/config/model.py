@@ -18,7 +18,8 @@ class ModelConfig:
     name_or_path: str = "Qwen/Qwen2.5-0.5B-Instruct"
     revision: str | None = None
     dtype: str = "auto"
-    attn_implementation: str = "auto"  # auto: transformers' choice (sdpa where supported)
+    # auto: transformers' choice, its sdpa as models.attention.FOLDED_SDPA (same numbers)
+    attn_implementation: str = "auto"
     lm_head_bias: bool = True
     head: str = "numeric"
     # tiny-model shape (only read when kind=tiny)

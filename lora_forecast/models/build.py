@@ -21,6 +21,7 @@ from transformers import (
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.errors import ModelLoadError
 from lora_forecast.flops import Architecture, resolve_lora_targets
+from lora_forecast.models.attention import prefer_folded_sdpa
 from lora_forecast.models.gguf_cache import resolve_checkpoint
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
@@ -127,6 +128,8 @@ def load_base_model(cfg: ModelConfig) -> PreTrainedModel:
             model = Qwen2ForCausalLM(config)
         if cfg.dtype not in ("auto", "fp32"):  # initialised in fp32, then stored like a checkpoint
             model = model.to(DTYPES[cfg.dtype])
+    if cfg.attn_implementation == "auto":
+        prefer_folded_sdpa(model)
     model.config.use_cache = False
     return model
 
