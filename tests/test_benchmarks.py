@@ -211,4 +211,4 @@ def test_drafting_benchmark_trains_measures_and_replays(tmp_path, capsys):
                                                       / replayed["seconds_draft"])
     for kind in ("plain", "draft"):  # a lower bound on decode time, over the time measured
         assert 0 < replayed[f"{kind}_ceiling_fraction"] <= 1
-    assert (tmp_path / "smoke-20-steps" / "run" / "results.json").is_file()  # cached
+    assert (tmp_path / "small-20-steps" / "run" / "results.json").is_file()  # cached

@@ -18,6 +18,7 @@ from lora_forecast.forecasting.decoding import Sampling
 from lora_forecast.forecasting.drafts import ValueDrafter
 from lora_forecast.forecasting.forecaster import computed_tokens_bound, max_new_tokens
 from lora_forecast.llmtime import LLMTimeCodec, LLMTimeFormat
+from lora_forecast.llmtime.grammar import FRAC
 from lora_forecast.models.build import build_model
 from lora_forecast.models.tokenizer import qwen_tokenizer
 from lora_forecast.planning import forecast_cost
@@ -63,6 +64,12 @@ def test_greedy_drafted_forecasts_are_token_identical_on_100_systems(model, syst
         drafted = forecast_with(model, FMT, systems, horizon_steps=4, max_int_digits=2,
                                 draft=draft, logits_fn=logits_fn)
         assert drafted.texts == plain.texts, draft
+        cut = forecast_with(model, FMT, systems, horizon_steps=4, max_int_digits=2,
+                            draft=draft, logits_fn=logits_fn, draft_min_chance=0.35)
+        assert cut.texts == plain.texts, draft
+        # the cut drafts less of what is rejected: fewer draft tokens, a higher kept share
+        assert cut.drafted_tokens.sum() < drafted.drafted_tokens.sum()
+        assert cut.acceptance_rate > drafted.acceptance_rate
         np.testing.assert_array_equal(drafted.generated_tokens, plain.generated_tokens)
         assert 0 < drafted.accepted_tokens.sum() < drafted.drafted_tokens.sum()  # both paths
         # every kept draft token is a generated token the model did not need a call of its own
@@ -101,16 +108,74 @@ class FixedDrafter:
         return self.tokens[len(generated):][:limit]
 
 
-@pytest.mark.parametrize("jump_forward", [False, True])
-def test_sampled_drafted_forecasts_keep_the_models_distribution(jump_forward):
+@pytest.mark.parametrize(("jump_forward", "min_chance"), [(False, 0.0), (True, 0.0),
+                                                         (False, 0.3)])
+def test_sampled_drafted_forecasts_keep_the_models_distribution(jump_forward, min_chance):
+    # min_chance 0.3: draft lengths follow the outcomes of earlier verifications
     drafter = FixedDrafter([ONE, DOT, ZERO, COMMA, ONE, DOT, ONE])
     result = decode_with(keep_logits_fn, [PROMPT], pad_id=0, max_new_tokens=GRAMMAR.max_length,
                          grammar=GRAMMAR, sampling=Sampling(greedy=False), repeats=4000,
                          generator=torch.Generator().manual_seed(0), jump_forward=jump_forward,
-                         drafter=drafter)
+                         drafter=drafter, draft_min_chance=min_chance)
     assert_follows_the_exact_distribution(result.tokens)
     drafted, accepted = sum(result.drafted_tokens), sum(result.accepted_tokens)
     assert 0 < accepted < drafted  # both the accept and the residual draw were exercised
+
+
+class WrongFractionDrafter:
+    """Drafts each row's true continuation (``truth``: the model's own greedy tokens) with
+    every fraction digit replaced by another digit: integer digits, '.' and separators are
+    always kept, fraction digits never."""
+
+    def __init__(self, truth: list[list[int]], grammar) -> None:
+        self.tokens = []
+        for row in truth:
+            state, tokens = grammar.start, []
+            for token in row:
+                wrong = [d for d in grammar.digits if d != token]
+                tokens.append(wrong[0] if state.phase == FRAC and token in grammar.digits
+                              else token)
+                state = grammar.advance(state, token)
+            self.tokens.append(tokens)
+
+    def propose(self, row, generated, limit):
+        return self.tokens[row][len(generated):][:limit]
+
+
+def test_drafts_stop_before_the_places_the_model_never_keeps(model, systems):
+    from lora_forecast.models.numeric_head import numeric_logits_fn
+
+    grammar = FMT.grammar(2, 6, 2)
+    logits_fn = numeric_logits_fn(model, FMT.head_ids())
+    prompts = [FMT.prompt(s[:12]) for s in systems[:12]]
+    plain = decode_with(logits_fn, prompts, pad_id=FMT.tokens.pad_id, jump_forward=False,
+                        max_new_tokens=grammar.max_length, grammar=grammar)
+    drafter = WrongFractionDrafter(plain.tokens, grammar)
+    runs = {chance: decode_with(logits_fn, prompts, pad_id=FMT.tokens.pad_id,
+                                jump_forward=False, max_new_tokens=grammar.max_length,
+                                grammar=grammar, drafter=drafter, draft_min_chance=chance)
+            for chance in (0.0, 0.35)}
+    assert runs[0.0].tokens == runs[0.35].tokens == plain.tokens
+    rejected = {c: sum(r.drafted_tokens) - sum(r.accepted_tokens) for c, r in runs.items()}
+    # every draft that reaches a fraction digit is rejected there: without the cut most
+    # drafts do; with it, a place is drafted only while its estimate is still >= 0.35
+    assert rejected[0.35] < rejected[0.0] / 3
+    assert sum(runs[0.35].accepted_tokens) > 0.9 * sum(runs[0.0].accepted_tokens)
+
+
+def test_a_places_chance_is_the_rows_rate_shrunk_toward_the_batchs():
+    from lora_forecast.forecasting.decoding import _Acceptance
+    from lora_forecast.llmtime.grammar import GrammarState
+
+    table = _Acceptance(batch=2)
+    place = GrammarState(step=0, var=1, phase=FRAC, count=1)
+    assert table.chance(0, place) == 0.5  # nothing seen: the Beta(1, 1) prior's mean
+    for kept in (True, True, True, False):  # row 0, in steps 1..4: the same place
+        table.record(0, place._replace(step=kept + 3), kept)
+    batch = (3 + 1) / (4 + 2)
+    assert table.chance(1, place._replace(step=7)) == pytest.approx(batch)  # row 1 saw none
+    assert table.chance(0, place) == pytest.approx((3 + 4 * batch) / (4 + 4))
+    assert table.chance(0, place._replace(var=0)) == 0.5  # another place: unseen
 
 
 def test_the_value_drafter_follows_the_models_own_path():

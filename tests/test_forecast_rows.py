@@ -75,7 +75,7 @@ def test_unsized_batches_hold_what_memory_allows_and_forecast_like_fixed_ones(
     grammar = FMT.grammar(2, OPTIONS["horizon_steps"], OPTIONS["max_int_digits"])
     memory = row_memory(Architecture.from_hf_config(model.config), width, grammar.max_length, 4)
     per_system = memory.kv_cache_per_row + memory.logits_per_prompt
-    prefilling = 7 * memory.prefill_per_prompt  # 8192 tokens hold all 7 short prompts
+    prefilling = 7 * memory.prefill_per_prompt  # 1024 tokens hold all 7 short prompts
     monkeypatch.setattr(forecaster_module, "free_memory_bytes",
                         lambda device: int((3.5 * per_system + prefilling) / MEMORY_FRACTION))
     sized = forecast_with(model, FMT, contexts, batch_size=None, **OPTIONS)

@@ -28,9 +28,10 @@ class EvalConfig:
     skip_llm: bool = False
     compile: bool = False
     jump_forward: bool | None = None
-    prefill_tokens: int | None = 8192
+    prefill_tokens: int | None = 1024
     draft: str | None = None
     draft_tokens: int = 8
+    draft_min_chance: float = 0.35
 
     def __post_init__(self) -> None:
         require(
@@ -50,6 +51,8 @@ class EvalConfig:
                  f"must be >= 1 or null (one prefill per batch), got {self.prefill_tokens}")
         require(self.draft_tokens >= 1, "eval.draft_tokens",
                 f"must be >= 1, got {self.draft_tokens}")
+        require(0.0 <= self.draft_min_chance < 1.0, "eval.draft_min_chance",
+                f"must be in [0, 1), got {self.draft_min_chance}")
         require(self.draft in (None, "none") or self.constrained, "eval.draft",
                 f"drafts need constrained decoding (eval.constrained=true), got {self.draft!r}")
         require(self.season_length >= 1, "eval.season_length",

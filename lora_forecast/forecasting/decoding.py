@@ -223,16 +223,6 @@ class _GrammarRows:
         self.states[row] = state
         return tokens
 
-    def valid_prefix(self, row: int, tokens: Sequence[int]) -> list[int]:
-        """The longest prefix of ``tokens`` the grammar allows after ``row``'s state."""
-        g, state, kept = self.grammar, self.states[row], []
-        for token in tokens:
-            if g.is_done(state) or token not in g.allowed(state):
-                break
-            kept.append(int(token))
-            state = g.advance(state, token)
-        return kept
-
     def done(self, row: int) -> bool:
         return self.grammar.is_done(self.states[row])
 
@@ -287,6 +277,8 @@ class DecodeOptions:
         jump_forward: feed grammar-forced tokens without a model call of their own.
         prefill_chunk: prefill at most this many prompts per model call (None: all at once).
         max_draft_tokens: most draft tokens verified per row and call (with a ``drafter``).
+        draft_min_chance: a draft stops before the first token whose estimated chance of
+            being kept (with every draft token before it) is below this (0: never).
     """
 
     stop: StopRule
@@ -296,6 +288,7 @@ class DecodeOptions:
     jump_forward: bool = True
     prefill_chunk: int | None = None
     max_draft_tokens: int = 8
+    draft_min_chance: float = 0.0
 
     def __post_init__(self) -> None:
         grammar = self.stop.grammar
@@ -303,14 +296,42 @@ class DecodeOptions:
             raise ValueError(f"pad_id {self.pad_id} must be one of the grammar's end_ids")
         if self.max_draft_tokens < 1:
             raise ValueError(f"max_draft_tokens: must be >= 1, got {self.max_draft_tokens}")
+        if not 0.0 <= self.draft_min_chance < 1.0:
+            raise ValueError(f"draft_min_chance: must be in [0, 1), got {self.draft_min_chance}")
 
 
-FIRST_DRAFT_TOKENS = 4  # a row's first draft length; then grown or shrunk by its acceptance
+class _Acceptance:
+    """How often verified draft tokens were kept, by their place in a number (the grammar
+    state without its time step: variable, integer or fraction part, digits written): each
+    row's own rate there, shrunk toward the batch's (a Beta(1, 1) prior on the batch's rate,
+    weighed as :data:`SHRINK` observations against the row's). LLMTIME's leading digits and
+    separators follow from the recent values, its last digits often do not: drafting those
+    costs columns that are rarely kept."""
+
+    SHRINK = 4
+
+    def __init__(self, batch: int) -> None:
+        self.batch: dict[GrammarState, list[int]] = {}
+        self.rows: list[dict[GrammarState, list[int]]] = [{} for _ in range(batch)]
+
+    def record(self, row: int, state: GrammarState, kept: bool) -> None:
+        for table in (self.batch, self.rows[row]):
+            counts = table.setdefault(state._replace(step=0), [0, 0])
+            counts[0] += kept
+            counts[1] += 1
+
+    def chance(self, row: int, state: GrammarState) -> float:
+        key = state._replace(step=0)
+        kept, seen = self.batch.get(key, (0, 0))
+        prior = (kept + 1) / (seen + 2)
+        kept, seen = self.rows[row].get(key, (0, 0))
+        return (kept + self.SHRINK * prior) / (seen + self.SHRINK)
 
 
 class _Rows:
-    """Per-row state of a decode: tokens, finished flags, counts, draft lengths, and the batch
-    slots still computed (``active``: slot -> row; finished rows leave, see :func:`_compact`)."""
+    """Per-row state of a decode: tokens, finished flags, counts, draft acceptance, and the
+    batch slots still computed (``active``: slot -> row; finished rows leave, see
+    :func:`_compact`)."""
 
     def __init__(self, batch: int, options: DecodeOptions, rules: _GrammarRows | None,
                  generator: torch.Generator | Sequence[torch.Generator] | None) -> None:
@@ -318,7 +339,7 @@ class _Rows:
         self.finished = [False] * batch
         self.forwarded, self.drafted, self.accepted = [0] * batch, [0] * batch, [0] * batch
         self.events: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
-        self.draft_len = [min(FIRST_DRAFT_TOKENS, options.max_draft_tokens)] * batch
+        self.acceptance = _Acceptance(batch)
         self.exclude = [-1] * batch  # a rejected draft token, left out of the next draw
         self.active = list(range(batch))
         self.options, self.rules, self.generator = options, rules, generator
@@ -327,15 +348,22 @@ class _Rows:
         g = self.generator
         return g[row] if isinstance(g, Sequence) else g
 
-    def adapt(self, row: int, drafted: int, kept: int) -> None:
-        """Next draft length: +2 after a fully accepted draft, else -1 (at least 1), as
-        transformers' assisted generation adapts its number of assistant tokens."""
-        self.drafted[row] += drafted
-        self.accepted[row] += kept
-        self.events[row].append((drafted, kept))
-        most = self.options.max_draft_tokens
-        self.draft_len[row] = (min(self.draft_len[row] + 2, most) if kept == drafted
-                               else max(1, self.draft_len[row] - 1))
+    def likely_draft(self, row: int, proposal: Sequence[int]) -> list[int]:
+        """The longest prefix of ``proposal`` the grammar allows after the row's state whose
+        every token is kept with an estimated chance of at least ``draft_min_chance`` (the
+        product of :class:`_Acceptance` rates along it; a forced token's is 1)."""
+        g, state = self.rules.grammar, self.rules.states[row]
+        chance, kept = 1.0, []
+        for token in proposal:
+            if g.is_done(state) or token not in g.allowed(state):
+                break
+            if len(g.allowed(state)) > 1:
+                chance *= self.acceptance.chance(row, state)
+            if chance < self.options.draft_min_chance:
+                break
+            kept.append(int(token))
+            state = g.advance(state, token)
+        return kept
 
     def verify(self, logits: torch.Tensor, drafts: list[list[int]], mask: torch.Tensor,
                positions: torch.Tensor, last_pos: torch.Tensor) -> torch.Tensor:
@@ -352,13 +380,18 @@ class _Rows:
             for token in draft:
                 state = rules.states[row]
                 index = rules.allowed_index(state, logits.device)
-                if not _accepts(logits[slot, base + kept, index], index, token, sampling,
-                                self.stream(row)):
+                agreed = _accepts(logits[slot, base + kept, index], index, token, sampling,
+                                  self.stream(row))
+                if len(index) > 1:
+                    self.acceptance.record(row, state, agreed)
+                if not agreed:
                     break
                 rules.states[row] = rules.grammar.advance(state, token)
                 kept += 1
             self.tokens[row] += draft[:kept]
-            self.adapt(row, len(draft), kept)
+            self.drafted[row] += len(draft)
+            self.accepted[row] += kept
+            self.events[row].append((len(draft), kept))
             out[slot] = logits[slot, base + kept]
             rejected = len(draft) - kept
             if rejected:
@@ -444,14 +477,18 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], options: Decod
     tokens are the same, and so is the sampling distribution (a forced token has probability 1).
 
     Draft-and-verify (``drafter``, grammar only): each call also feeds a row's draft (up to
-    its draft length of tokens the grammar allows) and returns logits at every draft position
+    ``max_draft_tokens`` tokens the grammar allows) and returns logits at every draft position
     (``logits_fn(..., keep=n)``); the row keeps the longest draft prefix the model agrees with
     (:func:`_accepts`), its cache columns after that are masked out (and cropped once no row
     holds any), and the model's own token at the first disagreement is drawn from the logits
     already computed, in the next call. Greedy tokens are those of plain decoding; sampled
-    ones follow the same distribution. A row's draft length grows by 2 after a fully accepted
-    draft and shrinks by 1 otherwise (:meth:`_Rows.adapt`); rows that finish leave the batch
-    (:func:`_compact`).
+    ones follow the same distribution. A row's draft length adapts to its acceptance: the
+    draft stops where the estimated chance that all of it so far is kept (the row's and the
+    batch's kept rates at each place in a number, :class:`_Acceptance`) falls below
+    ``draft_min_chance``, so the last digits, which a draft rarely guesses, are not drafted
+    where they are not kept; rows that finish leave the batch (:func:`_compact`). The draft
+    lengths depend only on tokens already decided, never on the draws of the call that
+    verifies them, so the sampling distribution stays exact.
 
     Args:
         logits_fn: the model call (see :data:`LogitsFn`).
@@ -503,8 +540,8 @@ def decode(logits_fn: LogitsFn, prompts: Sequence[Sequence[int]], options: Decod
         chunk_of = dict(zip(active, chunks, strict=True))
         cache, (mask, last_pos) = _compact(rows, cache, [mask, last_pos])
         chunks = [[] if rows.finished[r] else chunk_of[r] for r in rows.active]
-        drafts = [rules.valid_prefix(r, drafter.propose(
-            r, rows.tokens[r], min(rows.draft_len[r], cap - len(rows.tokens[r]))))
+        drafts = [rows.likely_draft(r, drafter.propose(
+            r, rows.tokens[r], min(options.max_draft_tokens, cap - len(rows.tokens[r]))))
             if drafter is not None and not rows.finished[r] else [] for r in rows.active]
         drafts = _fit_width(chunks, drafts)
         feed = [c + d for c, d in zip(chunks, drafts, strict=True)]

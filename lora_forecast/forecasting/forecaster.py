@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from lora_forecast.config import EvalConfig
 
 QUANTILES = (0.1, 0.9)
-PREFILL_TOKENS = 8192  # default prompt tokens per prefill call (``eval.prefill_tokens``)
+PREFILL_TOKENS = 1024  # default prompt tokens per prefill call (``eval.prefill_tokens``)
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +77,8 @@ class ForecastOptions:
             ``"none"``: plain decoding; None: :func:`resolved_draft` for the model's device.
             Under the grammar only.
         draft_tokens: most draft tokens per row and decode call.
+        draft_min_chance: a row's draft stops before the first token whose estimated chance
+            of being kept is below this (see :class:`DecodeOptions`; 0: never).
     """
 
     horizon_steps: int
@@ -93,6 +95,7 @@ class ForecastOptions:
     prefill_tokens: int | None = PREFILL_TOKENS
     draft: str | None = None
     draft_tokens: int = 8
+    draft_min_chance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -238,7 +241,7 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     width = max(map(len, prompts))
     prefill_chunk = n_sys if o.prefill_tokens is None else max(1, o.prefill_tokens // width)
     options = DecodeOptions(stop, pad, sampling, device, jump_forward, prefill_chunk,
-                            o.draft_tokens)
+                            o.draft_tokens, o.draft_min_chance)
     signed = grammar.minus is not None
     draft = resolved_draft(o.draft, o.constrained, device.type == "cuda")
     drafts = None if draft == "none" else draft_forecasts(draft, series, horizon_steps, signed)
