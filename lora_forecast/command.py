@@ -108,6 +108,18 @@ def command(*errors: type[BaseException],
     return decorate
 
 
+def close_process_group() -> None:
+    """Destroy the data-parallel process group, if this process joined one, before it exits
+    (what accelerate's ``end_training`` does; at the end of the command, so every job of a
+    multirun keeps it). Left to the interpreter's teardown, gloo's threads can abort the rank
+    that finishes first ("terminate called without an active exception", seen once in CI
+    when rank 1 exited while rank 0 was still forecasting)."""
+    torch = sys.modules.get("torch")  # never imported: no process group to close
+    if torch is not None and torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[[], None]]:
     """Decorate a Hydra command's body ``body(cfg)``; the result is its console entry.
 
@@ -143,6 +155,8 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
                     raise
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(1)
+            finally:
+                close_process_group()
 
         entry.hydra_main = hydra_main  # type: ignore[attr-defined]
         return entry

@@ -74,3 +74,16 @@ def test_auto_runs_sdpa_folded_with_the_same_forecast_logits():
 def test_an_explicit_attention_stays_as_chosen(attn):
     model = build_model(ModelConfig(kind="tiny", attn_implementation=attn), LoraConfig())
     assert model.config._attn_implementation == attn
+
+
+def test_a_pretrained_checkpoint_loads_with_the_folded_attention(tmp_path):
+    """``from_pretrained`` (attention left to transformers, then switched where it is sdpa)."""
+    build_model(ModelConfig(kind="tiny"), LoraConfig()).get_base_model().save_pretrained(
+        tmp_path)
+    model = build_model(ModelConfig(kind="pretrained", name_or_path=str(tmp_path)),
+                        LoraConfig())
+    assert model.config._attn_implementation == FOLDED_SDPA
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([[15, 16, 13, 15]]),
+                    attention_mask=torch.tensor([[0, 1, 1, 1]]))
+    assert torch.isfinite(out.logits[0, 1:]).all()

@@ -274,3 +274,16 @@ def test_numeric_head_refuses_a_ddp_model_and_trains_through_the_loss_module(tmp
         assert float(through_ddp) == float(numeric_head_loss(model, ids, None, ids, ALPHABET))
     finally:
         dist.destroy_process_group()
+
+
+def test_a_command_leaves_no_process_group_behind(tmp_path: Path) -> None:
+    """A command's end destroys the process group it joined (a rank's early exit is clean),
+    and is a no-op for a process that never joined one."""
+    from lora_forecast.command import close_process_group
+
+    close_process_group()  # none: nothing happens
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)  # fmt: skip
+    assert dist.is_initialized()
+    close_process_group()
+    assert not dist.is_initialized()
