@@ -53,6 +53,7 @@ from lora_forecast.forecasting.forecaster import (
     PREFILL_TOKENS,
     default_jump_forward,
     max_new_tokens,
+    prompts_per_prefill,
 )
 from lora_forecast.llmtime import LLMTimeFormat, LLMTimeGrammar
 from lora_forecast.models.build import build_model
@@ -197,7 +198,8 @@ def timed_decode(model, fmt: LLMTimeFormat, contexts: np.ndarray, horizon: int,
     options = DecodeOptions(StopRule(max_new_tokens(grammar, True), grammar=grammar),
                             fmt.tokens.pad_id, device=model.device,
                             jump_forward=default_jump_forward(model.device),
-                            prefill_chunk=max(1, PREFILL_TOKENS // max(map(len, prompts))))
+                            prefill_chunk=prompts_per_prefill(
+                                PREFILL_TOKENS, max(map(len, prompts)), len(prompts)))
     with timer(model.device) as elapsed, torch.inference_mode():
         result = decode(timed, prompts, options, drafter=drafter)
     return result, elapsed[0], decode_s[0]

@@ -63,7 +63,11 @@ from lora_forecast.data.generator import generate_lotka_volterra
 from lora_forecast.flops import Architecture, FlopsRequest, count_flops
 from lora_forecast.forecasting import ForecastOptions
 from lora_forecast.forecasting import forecast as batched_forecast
-from lora_forecast.forecasting.forecaster import PREFILL_TOKENS, default_jump_forward
+from lora_forecast.forecasting.forecaster import (
+    PREFILL_TOKENS,
+    default_jump_forward,
+    prompts_per_prefill,
+)
 from lora_forecast.llmtime import LLMTimeFormat
 from lora_forecast.models.build import build_model, tiny_qwen2_config
 from lora_forecast.models.logits import LogitsFn
@@ -128,7 +132,7 @@ def ceiling_shapes(opts: dict[str, Any], prompt_tokens: int) -> list[tuple[int, 
     """A prefill call's big matmuls (a chunk of prompts' tokens as rows) and a decode call's."""
     d, i = QWEN_0_5B["hidden_size"], QWEN_0_5B["intermediate_size"]
     rows = min(opts["systems"], opts["batch_size"] or opts["systems"])
-    prefill = min(rows, max(1, PREFILL_TOKENS // prompt_tokens)) * prompt_tokens
+    prefill = min(rows, prompts_per_prefill(PREFILL_TOKENS, prompt_tokens, rows)) * prompt_tokens
     return [(prefill, d, d), (prefill, d, i), (prefill, i, d), (rows, d, i)]
 
 

@@ -165,6 +165,8 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
     ("bad", "named"),
     [
         (["lora.rank=0"], "lora.rank"),
+        (["model.attn_implementation=bogus"], "model.attn_implementation: must be one of "
+                                              "auto, eager,"),
         (["data.source=file", "data.path=/nonexistent.h5"], "/nonexistent.h5"),
         # Hydra's own composition errors, which it would print over several lines
         (["train.lr=abc"], "train.lr: Value 'abc'"),
@@ -180,8 +182,9 @@ def test_a_crash_mid_training_settles_failed_with_the_metered_spend(
         (["hydra/sweeper=budgeted_optuna", 'hydra.sweeper.params={train.lr:"interval(1,2)"}',
           "--multirun"], "To append to your config use +hydra.sweeper.params="),
     ],
-    ids=["lora-rank-0", "missing-data-file", "not-a-float", "unknown-key", "unknown-option",
-         "override-syntax", "bad-interpolation", "sweeper-option", "sweeper-params-without-plus"],
+    ids=["lora-rank-0", "unknown-attention", "missing-data-file", "not-a-float", "unknown-key",
+         "unknown-option", "override-syntax", "bad-interpolation", "sweeper-option",
+         "sweeper-params-without-plus"],
 )
 def test_cli_bad_input_is_one_line_exit_1_and_charges_nothing(
     tmp_path: Path, bad: list[str], named: str

@@ -239,7 +239,7 @@ def forecast(model: torch.nn.Module | None, fmt: LLMTimeFormat,
     events: dict[tuple[int, int], list[tuple[int, int]]] = {}
     batches: list[DecodeBatch] = []
     width = max(map(len, prompts))
-    prefill_chunk = n_sys if o.prefill_tokens is None else max(1, o.prefill_tokens // width)
+    prefill_chunk = prompts_per_prefill(o.prefill_tokens, width, n_sys)
     options = DecodeOptions(stop, pad, sampling, device, jump_forward, prefill_chunk,
                             o.draft_tokens, o.draft_min_chance)
     signed = grammar.minus is not None
@@ -284,6 +284,12 @@ def _per_sample(counts: dict[tuple[int, int], tuple[int, ...]], field_index: int
     """``[S, N]`` of one field of the per-(system, sample) decode counts."""
     return np.array([[counts[s, n][field_index] for n in range(num_samples)]
                      for s in range(n_sys)])
+
+
+def prompts_per_prefill(prefill_tokens: int | None, width: int, prompts: int) -> int:
+    """Prompts of ``width`` (padded) tokens per prefill call under ``eval.prefill_tokens``:
+    as many as it holds, at least one; None: all ``prompts`` at once."""
+    return prompts if prefill_tokens is None else max(1, prefill_tokens // width)
 
 
 DEFAULT_DRAFT = "persistence"  # the draft ``eval.draft=null`` picks where drafts pay

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 FOLDED_SDPA = "sdpa_folded_gqa"  # the registered name (model.attn_implementation)
 
@@ -65,3 +66,9 @@ def prefer_folded_sdpa(model: PreTrainedModel) -> None:
     attention, without the cache copies); leave any other implementation as it is."""
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(FOLDED_SDPA)
+
+
+def attention_choices() -> tuple[str, ...]:
+    """The values ``model.attn_implementation`` may take: ``auto``, ``eager`` and every
+    attention transformers has registered (ours included)."""
+    return ("auto", "eager", *sorted(ALL_ATTENTION_FUNCTIONS.valid_keys()))

@@ -21,7 +21,7 @@ from transformers import (
 from lora_forecast.config import LoraConfig, ModelConfig
 from lora_forecast.errors import ModelLoadError
 from lora_forecast.flops import Architecture, resolve_lora_targets
-from lora_forecast.models.attention import prefer_folded_sdpa
+from lora_forecast.models.attention import attention_choices, prefer_folded_sdpa
 from lora_forecast.models.gguf_cache import resolve_checkpoint
 from lora_forecast.models.tokenizer import qwen_tokenizer
 
@@ -74,7 +74,12 @@ def pretrained_config(cfg: ModelConfig) -> PretrainedConfig:
 
 
 def check_model_available(cfg: ModelConfig) -> None:
-    """Fail fast, before the budget is touched, when a pretrained model cannot be resolved."""
+    """Fail fast, before the budget is touched, when the attention is unknown or a pretrained
+    model cannot be resolved."""
+    known = attention_choices()
+    if cfg.attn_implementation not in known:
+        raise ModelLoadError(f"model.attn_implementation: must be one of {', '.join(known)}, "
+                             f"got {cfg.attn_implementation!r}")
     if cfg.kind == "pretrained":
         pretrained_config(cfg)
 
