@@ -297,6 +297,8 @@ def test_drafts_on_signed_ragged_series_of_1_and_5_variables(model, n_vars):
     runs = {draft: forecast_with(model, fmt, contexts, horizon_steps=3, max_int_digits=2,
                                  draft=draft, logits_fn=logits_fn)
             for draft in ("none", "linear_ar")}
-    assert runs["linear_ar"].texts == runs["none"].texts
-    assert runs["linear_ar"].drafted_tokens.sum() > 0
+    cut = forecast_with(model, fmt, contexts, horizon_steps=3, max_int_digits=2,
+                        draft="linear_ar", logits_fn=logits_fn, draft_min_chance=0.35)
+    assert runs["linear_ar"].texts == runs["none"].texts == cut.texts
+    assert runs["linear_ar"].drafted_tokens.sum() > 0 and cut.drafted_tokens.sum() > 0
     assert runs["none"].parsed.all()
